@@ -1,0 +1,109 @@
+from django.core.exceptions import ValidationError
+from drf_spectacular.utils import extend_schema
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.response import Response
+
+from controlplane.audit.context import Actor
+from controlplane.common.api import StrictSerializer, validated
+from controlplane.fleet import selectors, services
+from controlplane.fleet.filters import PoolFilterSet, ServerFilterSet
+from controlplane.fleet.models import Pool, Server
+
+
+class PoolSerializer(serializers.ModelSerializer):
+    server_count = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = Pool
+        fields = ["id", "name", "description", "server_count", "created_at"]
+
+
+class PoolCreateSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+
+
+class PoolViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = PoolSerializer
+    filterset_class = PoolFilterSet
+    lookup_field = "name"
+
+    def get_queryset(self):
+        return selectors.pools_list()
+
+    @extend_schema(request=PoolCreateSerializer, responses={201: PoolSerializer})
+    def create(self, request):
+        pool = services.pool_create(actor=Actor.from_request(request), **validated(PoolCreateSerializer, request))
+        return Response(PoolSerializer(selectors.pools_list().get(pk=pool.pk)).data, status=status.HTTP_201_CREATED)
+
+    def destroy(self, request, name=None):
+        services.pool_delete(actor=Actor.from_request(request), pool=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class ServerSerializer(serializers.ModelSerializer):
+    pool = serializers.CharField(source="pool.name")
+
+    class Meta:
+        model = Server
+        fields = [
+            "id", "name", "pool", "http_url", "grpc_url", "metrics_url", "gpu_type", "gpu_count", "labels",
+            "status", "is_live", "is_ready", "triton_version", "extensions", "repository_index",
+            "last_probe_at", "last_seen_at", "last_error", "created_at",
+        ]
+
+
+class ServerWriteSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=200)
+    pool = serializers.CharField(max_length=63)
+    http_url = serializers.CharField(max_length=500)
+    grpc_url = serializers.CharField(max_length=260, required=False, allow_blank=True)
+    metrics_url = serializers.CharField(max_length=500, required=False, allow_blank=True)
+    gpu_type = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    gpu_count = serializers.IntegerField(required=False, min_value=0, max_value=64)
+    labels = serializers.JSONField(required=False)
+
+
+def _resolve_pool(data: dict) -> dict:
+    if "pool" in data:
+        pool = Pool.objects.filter(name=data["pool"]).first()
+        if pool is None:
+            raise ValidationError({"pool": f"No pool named {data['pool']!r}."})
+        data["pool"] = pool
+    return data
+
+
+class ServerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    serializer_class = ServerSerializer
+    filterset_class = ServerFilterSet
+    ordering_fields = ["name", "status", "last_seen_at"]
+
+    def get_queryset(self):
+        return selectors.servers_list()
+
+    @extend_schema(request=ServerWriteSerializer, responses={201: ServerSerializer})
+    def create(self, request):
+        data = _resolve_pool(validated(ServerWriteSerializer, request))
+        server = services.server_register(actor=Actor.from_request(request), **data)
+        return Response(ServerSerializer(server).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=ServerWriteSerializer, responses=ServerSerializer)
+    def partial_update(self, request, pk=None):
+        server = self.get_object()
+        data = _resolve_pool(validated(ServerWriteSerializer, request, partial=True))
+        server = services.server_update(actor=Actor.from_request(request), server=server, **data)
+        return Response(ServerSerializer(server).data)
+
+    def destroy(self, request, pk=None):
+        services.server_remove(actor=Actor.from_request(request), server=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=None, responses=ServerSerializer)
+    @action(detail=True, methods=["post"])
+    def probe(self, request, pk=None):
+        """Probe this server now and return what it reported."""
+        server = self.get_object()
+        services.authorize_platform_admin(Actor.from_request(request))
+        services.fleet_probe(server_ids=[server.pk], actor=Actor.from_request(request))
+        return Response(ServerSerializer(selectors.server_get(server.pk)).data)

@@ -1,0 +1,70 @@
+"""docker-compose.yml cannot run here (no Docker engine), so check that it points at real code
+and sets only the variables the settings read."""
+import importlib
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+from django.core.management import get_commands
+
+from controlplane.env import Env
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+SERVICES = COMPOSE["services"]
+BOTO3_VARS = {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"}
+
+
+def test_expected_services_exist():
+    assert {"postgres", "redis", "minio", "web", "worker", "beat", "triton-1", "triton-2"} <= set(SERVICES)
+
+
+def test_web_runs_gunicorn_on_the_real_wsgi_app():
+    command = SERVICES["web"]["command"]
+    assert command[0] == "gunicorn"
+    module, attr = command[1].split(":")
+    assert callable(getattr(importlib.import_module(module), attr))
+
+
+@pytest.mark.parametrize("service, kind", [("worker", "worker"), ("beat", "beat")])
+def test_celery_services_use_the_real_app(service, kind):
+    command = SERVICES[service]["command"]
+    assert command[:2] == ["celery", "-A"] and kind in command
+    app = importlib.import_module(command[2]).celery_app
+    assert "fleet.probe_fleet" in {entry["task"] for entry in app.conf.beat_schedule.values()}
+    app.loader.import_default_modules()
+    assert "fleet.probe_fleet" in app.tasks and "fleet.probe_server" in app.tasks
+
+
+def test_migrate_is_a_real_management_command():
+    command = SERVICES["migrate"]["command"]
+    assert command[:2] == ["python", "manage.py"] and command[2] in get_commands()
+
+
+def test_app_environment_matches_settings():
+    for name in ("web", "worker", "beat", "migrate"):
+        env = SERVICES[name]["environment"]
+        unknown = set(env) - Env.names - BOTO3_VARS
+        assert not unknown, f"{name} sets variables the settings never read: {unknown}"
+        assert {"DATABASE_URL", "REDIS_URL", "SWITCHYARD_SECRET_KEY", "SWITCHYARD_S3_BUCKET"} <= set(env)
+        assert BOTO3_VARS <= set(env)
+        assert env["DATABASE_URL"].startswith("postgres://") and env["REDIS_URL"].startswith("redis://")
+
+
+def test_tritons_use_the_app_bucket_with_explicit_control_and_gpus():
+    env = SERVICES["web"]["environment"]
+    repository = f"--model-repository=s3://minio:9000/{env['SWITCHYARD_S3_BUCKET']}/{env['SWITCHYARD_S3_PREFIX']}"
+    for name in ("triton-1", "triton-2"):
+        service = SERVICES[name]
+        assert repository in service["command"]
+        assert "--model-control-mode=explicit" in service["command"]
+        assert any(re.match(r"--metrics-config=summary_latencies=true", c) for c in service["command"])
+        devices = service["deploy"]["resources"]["reservations"]["devices"]
+        assert devices and all("gpu" in d["capabilities"] for d in devices)
+        assert set(service["environment"]) == BOTO3_VARS
+
+
+def test_dockerfile_installs_the_project():
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "pip install" in dockerfile and "collectstatic" in dockerfile
