@@ -4,29 +4,10 @@ Objects of a team the caller does not belong to are reported as missing (404),
 so that their existence does not leak. Platform admins (``is_staff``) see every team.
 """
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
 from django.http import Http404
 
-from controlplane.accounts.models import ROLE_RANK, Membership, Role, Team
-
-
-def is_platform_admin(user) -> bool:
-    return bool(user and user.is_authenticated and user.is_staff)
-
-
-def visible_teams(user) -> QuerySet[Team]:
-    if is_platform_admin(user):
-        return Team.objects.all()
-    if not (user and user.is_authenticated):
-        return Team.objects.none()
-    return Team.objects.filter(memberships__user=user)
-
-
-def role_in(user, team: Team) -> str | None:
-    if is_platform_admin(user):
-        return Role.ADMIN
-    membership = Membership.objects.filter(user=user, team=team).only("role").first()
-    return membership.role if membership else None
+from controlplane.accounts.models import ROLE_RANK, Team
+from controlplane.accounts.selectors import is_platform_admin, role_in
 
 
 def require_role(user, team: Team, role: str) -> None:

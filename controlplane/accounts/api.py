@@ -4,7 +4,7 @@ from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.response import Response
 
 from controlplane.accounts import services
-from controlplane.accounts.access import visible_teams
+from controlplane.accounts.selectors import visible_teams
 from controlplane.accounts.models import Team
 from controlplane.audit.context import Actor
 from controlplane.common.api import StrictSerializer, validated

@@ -1,7 +1,7 @@
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 
-from controlplane.accounts.access import visible_teams
+from controlplane.accounts.selectors import visible_teams
 
 
 @login_required

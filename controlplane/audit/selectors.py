@@ -1,6 +1,6 @@
 from django.db.models import Q, QuerySet
 
-from controlplane.accounts.access import is_platform_admin, visible_teams
+from controlplane.accounts.selectors import is_platform_admin, visible_teams
 from controlplane.audit.models import AuditEvent
 
 

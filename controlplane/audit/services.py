@@ -1,6 +1,7 @@
-from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connection, models, transaction
 import json
+
+from django.core.serializers.json import DjangoJSONEncoder
+from django.db import connection, models
 
 from controlplane.audit.context import Actor
 from controlplane.audit.models import AuditEvent
@@ -8,7 +9,10 @@ from controlplane.audit.models import AuditEvent
 
 def snapshot(obj: models.Model, fields: list[str]) -> dict:
     """A JSON-safe copy of the named fields, for an event's before/after."""
-    data = {name: getattr(obj, name if not isinstance(obj._meta.get_field(name), models.ForeignKey) else f"{name}_id") for name in fields}
+    data = {}
+    for name in fields:
+        attribute = f"{name}_id" if isinstance(obj._meta.get_field(name), models.ForeignKey) else name
+        data[name] = getattr(obj, attribute)
     return json.loads(json.dumps(data, cls=DjangoJSONEncoder))
 
 

@@ -103,7 +103,5 @@ class ServerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
     @action(detail=True, methods=["post"])
     def probe(self, request, pk=None):
         """Probe this server now and return what it reported."""
-        server = self.get_object()
-        services.authorize_platform_admin(Actor.from_request(request))
-        services.fleet_probe(server_ids=[server.pk], actor=Actor.from_request(request))
-        return Response(ServerSerializer(selectors.server_get(server.pk)).data)
+        server = services.server_probe_now(actor=Actor.from_request(request), server=self.get_object())
+        return Response(ServerSerializer(server).data)

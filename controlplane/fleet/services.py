@@ -2,6 +2,7 @@
 
 Triton I/O happens outside transactions; only the recording of results touches the database.
 """
+import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -16,6 +17,8 @@ from controlplane.audit.services import audit_record, snapshot
 from controlplane.common.errors import Conflict
 from controlplane.fleet.models import Pool, Server, ServerStatus
 from controlplane.fleet.triton_client import TritonClient, TritonError
+
+log = logging.getLogger(__name__)
 
 POOL_FIELDS = ["name", "description"]
 SERVER_FIELDS = ["name", "pool", "http_url", "grpc_url", "metrics_url", "gpu_type", "gpu_count", "labels"]
@@ -89,9 +92,13 @@ def server_remove(*, actor: Actor, server: Server) -> None:
 
 
 def _enqueue_probe(server_id: int) -> None:
+    """A first probe right away; if the broker is down, the periodic prober catches up."""
     from workers.fleet import probe_server
 
-    probe_server.delay(server_id)
+    try:
+        probe_server.delay(server_id)
+    except Exception as exc:  # noqa: BLE001 - the registration itself has been committed
+        log.warning("could not queue a probe of server %s: %s", server_id, exc)
 
 
 @dataclass
@@ -171,3 +178,10 @@ def fleet_probe(*, server_ids: list[int] | None = None, actor: Actor | None = No
         server_record_probe(server=server, result=result, actor=actor)
         counts[result.status] = counts.get(result.status, 0) + 1
     return counts
+
+
+def server_probe_now(*, actor: Actor, server: Server) -> Server:
+    """An admin's "probe now": the same probe the periodic task runs, for one server."""
+    authorize_platform_admin(actor)
+    fleet_probe(server_ids=[server.pk], actor=actor)
+    return Server.objects.select_related("pool").get(pk=server.pk)

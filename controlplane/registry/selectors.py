@@ -1,7 +1,7 @@
 from django.db.models import Count, Max, Q, QuerySet
 from django.shortcuts import get_object_or_404
 
-from controlplane.accounts.access import visible_teams
+from controlplane.accounts.selectors import visible_teams
 from controlplane.registry.models import Model, ModelVersion, VersionStatus
 
 _READY = Q(versions__status=VersionStatus.READY)

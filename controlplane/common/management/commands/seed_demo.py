@@ -1,0 +1,48 @@
+"""Seed the demo: a platform admin, two teams, models with versions in S3, a pool and servers."""
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand
+
+from controlplane.accounts.models import Role
+from controlplane.accounts.services import membership_set, team_create
+from controlplane.audit.context import Actor
+from controlplane.devstack.testmodels import TEST_MODEL_INPUTS, TEST_MODEL_OUTPUTS, python_model_files
+from controlplane.fleet.services import fleet_probe, pool_create, server_register
+from controlplane.registry.services import model_create, version_register
+
+IO = {"inputs": TEST_MODEL_INPUTS, "outputs": TEST_MODEL_OUTPUTS}
+
+
+class Command(BaseCommand):
+    help = "Seed demo data (used by `make demo`)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--servers", default="", help="name=http_url|grpc|metrics, comma-separated")
+        parser.add_argument("--password", required=True)
+
+    def handle(self, *args, servers: str, password: str, **options):
+        system = Actor.system()
+        admin = get_user_model().objects.create_user("admin", password=password, is_staff=True, is_superuser=True)
+        actor = Actor(user=admin, source="system")
+        vision = team_create(actor=actor, slug="vision", display_name="Vision")
+        speech = team_create(actor=actor, slug="speech", display_name="Speech")
+        for team in (vision, speech):
+            membership_set(actor=actor, team=team, user=admin, role=Role.ADMIN)
+
+        fraud = model_create(actor=actor, team=vision, name="fraud-scorer", backend="python", max_batch_size=8,
+                             description="Scores card transactions. Demo model: a numpy-only Python backend.", **IO)
+        for number, latency in ((1, 5), (2, 3), (3, 2)):
+            version_register(actor=actor, model=fraud, version=number, contents=python_model_files(version=number, latency_ms=latency),
+                             metadata={"latency_ms": latency})
+        ranker = model_create(actor=actor, team=vision, name="image-ranker", backend="python", max_batch_size=16, **IO)
+        version_register(actor=actor, model=ranker, version=1, contents=python_model_files(version=1, latency_ms=10))
+        asr = model_create(actor=actor, team=speech, name="asr-small", backend="python", max_batch_size=4, **IO)
+        version_register(actor=actor, model=asr, version=1, contents=python_model_files(version=1, latency_ms=20))
+
+        pool = pool_create(actor=actor, name="cpu-local", description="tritonservers started by make demo")
+        for spec in filter(None, servers.split(",")):
+            name, urls = spec.split("=", 1)
+            http_url, grpc_url, metrics_url = urls.split("|")
+            server_register(actor=actor, name=name, pool=pool, http_url=http_url, grpc_url=grpc_url,
+                            metrics_url=metrics_url, labels={"zone": "local"})
+        counts = fleet_probe(actor=system)
+        self.stdout.write(f"seeded 2 teams, 3 models, 5 versions; fleet: {counts}")

@@ -1,0 +1,123 @@
+"""`make demo`: Switchyard on embedded defaults, from a fresh state each run.
+
+Starts moto's S3 server, three real tritonservers on it, a Celery worker and beat (on a
+filesystem broker unless REDIS_URL is set), and the web server on SQLite; seeds a demo team,
+models, versions and servers; prints the URL and the login; stops everything on Ctrl-C.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from controlplane import devstack
+from controlplane.devstack.s3 import ensure_bucket, start_s3_server
+from controlplane.devstack.triton import start_triton_server
+
+ROOT = Path(__file__).resolve().parents[2]
+VAR = Path(os.environ.get("SWITCHYARD_VAR_DIR", ROOT / "var" / "demo"))
+BUCKET = "switchyard-demo"
+PREFIX = "repo"
+USERNAME, PASSWORD = "admin", "switchyard-demo"
+TRITON_COUNT = 3
+
+
+def say(message: str) -> None:
+    print(f"==> {message}", flush=True)
+
+
+def main() -> int:
+    started = time.monotonic()
+    if VAR.exists():
+        shutil.rmtree(VAR)  # moto keeps nothing, so the database starts fresh with it
+    logs = VAR / "logs"
+    logs.mkdir(parents=True)
+
+    say("starting local S3 (moto)")
+    s3 = start_s3_server(log_dir=logs)
+    ensure_bucket(s3.client(), BUCKET)
+
+    say(f"starting {TRITON_COUNT} tritonservers (explicit model control, S3 repository)")
+    repository = f"s3://{s3.host_port}/{BUCKET}/{PREFIX}"
+    tritons = [
+        start_triton_server(name=f"triton-{i + 1}", repository=repository, s3=s3, work_dir=VAR / f"triton-{i + 1}")
+        for i in range(TRITON_COUNT)
+    ]
+
+    env = dict(os.environ)
+    env.update(s3.env())
+    env.update(
+        {
+            "SWITCHYARD_DEBUG": "true",
+            "SWITCHYARD_VAR_DIR": str(VAR),
+            "SWITCHYARD_S3_ENDPOINT_URL": s3.endpoint_url,
+            "SWITCHYARD_S3_BUCKET": BUCKET,
+            "SWITCHYARD_S3_PREFIX": PREFIX,
+            "SWITCHYARD_PROBE_INTERVAL_SECONDS": env.get("SWITCHYARD_PROBE_INTERVAL_SECONDS", "10"),
+            "DJANGO_SETTINGS_MODULE": "controlplane.settings",
+        }
+    )
+    env.pop("DATABASE_URL", None)  # the demo always runs on SQLite under VAR
+    python = sys.executable
+    manage = [python, str(ROOT / "manage.py")]
+
+    say("migrating the SQLite database")
+    subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, cwd=ROOT, check=True)
+    say("seeding the demo team, models, versions and servers")
+    servers = ",".join(f"triton-{i + 1}={t.http_url}|{t.grpc_url}|{t.metrics_url}" for i, t in enumerate(tritons))
+    subprocess.run([*manage, "seed_demo", "--servers", servers, "--password", PASSWORD], env=env, cwd=ROOT, check=True)
+
+    port = int(os.environ.get("SWITCHYARD_DEMO_PORT", "8000"))
+    if not devstack.port_is_free(port):
+        port = devstack.free_ports(1)[0]
+    say("starting the Celery worker, beat and the web server")
+    celery = [python, "-m", "celery", "-A", "controlplane"]
+    devstack.spawn([*celery, "worker", "--loglevel", "INFO", "--concurrency", "2"], log_path=logs / "worker.log", env=env, cwd=ROOT)
+    devstack.spawn(
+        [*celery, "beat", "--loglevel", "INFO", "--schedule", str(VAR / "celerybeat-schedule")],
+        log_path=logs / "beat.log", env=env, cwd=ROOT,
+    )
+    web = devstack.spawn([*manage, "runserver", f"127.0.0.1:{port}", "--noreload"], log_path=logs / "web.log", env=env, cwd=ROOT)
+    url = f"http://127.0.0.1:{port}/"
+    if not devstack.wait_until(lambda: _answers(f"{url}login/") or devstack.has_exited(web), timeout=60) or devstack.has_exited(web):
+        print(devstack.log_tail(logs / "web.log"), file=sys.stderr)
+        devstack.stop_all()
+        return 1
+
+    print(
+        f"\nSwitchyard is running at {url}  (ready in {time.monotonic() - started:.1f} s)\n"
+        f"  login:     {USERNAME} / {PASSWORD}\n"
+        f"  API docs:  {url}api/docs/\n"
+        f"  S3:        {s3.endpoint_url} bucket {BUCKET}\n"
+        + "".join(f"  {t.name}: {t.http_url}\n" for t in tritons)
+        + f"  logs:      {logs}\n"
+        "Press Ctrl-C to stop everything.\n",
+        flush=True,
+    )
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+    try:
+        while not stopping and not devstack.has_exited(web):
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    say("stopping")
+    devstack.stop_all()
+    return 0
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Layering rules from the design notes, checked on the source."""
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return names
+
+
+def test_only_services_and_tasks_import_the_triton_client():
+    offenders = []
+    for path in [*ROOT.joinpath("controlplane").rglob("*.py"), *ROOT.joinpath("workers").rglob("*.py")]:
+        if path.name == "triton_client.py" or "devstack" in path.parts:
+            continue
+        if any("triton_client" in name or name.startswith("tritonclient") for name in _imports(path)):
+            if path.name != "services.py" and "workers" not in path.parts:
+                offenders.append(str(path.relative_to(ROOT)))
+    assert offenders == []
+
+
+def test_views_and_serializers_do_not_write_models_directly():
+    """Writes go through services, which audit them."""
+    for path in ROOT.joinpath("controlplane").rglob("*.py"):
+        if path.name not in ("views.py", "api.py"):
+            continue
+        source = path.read_text()
+        for call in (".objects.create(", ".save(", ".delete(", ".objects.update(", "bulk_create("):
+            assert call not in source, f"{path.relative_to(ROOT)} writes with {call}"
