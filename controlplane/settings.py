@@ -39,6 +39,7 @@ INSTALLED_APPS = [
     "controlplane.audit",
     "controlplane.registry",
     "controlplane.fleet",
+    "controlplane.quotas",
 ]
 
 MIDDLEWARE = [

@@ -4,7 +4,6 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from controlplane.accounts import views as accounts_views
-from controlplane.audit import views as audit_views
 from controlplane.common import views as common_views
 from controlplane.fleet import views as fleet_views
 from controlplane.registry import views as registry_views
@@ -15,12 +14,14 @@ urlpatterns = [
     path("models/<int:pk>/", registry_views.model_detail, name="model-detail"),
     path("fleet/", fleet_views.fleet, name="fleet"),
     path("deployments/", common_views.deployments, name="deployments"),
-    path("audit/", audit_views.audit_log, name="audit"),
+    path("audit/", include("controlplane.audit.urls")),
     path("team/", accounts_views.team, name="team"),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("controlplane.api_urls")),
+    path("api/v1/audit/", include("controlplane.audit.api_urls")),
+    path("api/v1/quotas/", include("controlplane.quotas.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
 ]
