@@ -14,7 +14,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -201,9 +200,9 @@ class TritonServer:
         # The metrics endpoint comes up a few ms after HTTP; callers expect both.
         up = lambda: self.is_ready() and _http_ok(self.metrics_url)  # noqa: E731
         if not wait_until(lambda: up() or has_exited(process), timeout=timeout) or has_exited(process):
-            code = process.poll()
+            exited = has_exited(process)
             self.stop()
-            state = f"exited with code {code}" if code is not None else f"not ready after {timeout:.0f} s"
+            state = f"exited with code {process.returncode}" if exited else f"not ready after {timeout:.0f} s"
             raise TritonStartError(
                 f"tritonserver {self.name!r} {state} (repository {self.repository}).\n"
                 f"--- tail of {self.log_path} ---\n{log_tail(self.log_path)}"
@@ -243,40 +242,47 @@ def start_triton_server(
             raise ValueError("an s3:// repository needs the s3 server for its credentials")
         _ensure_s3_prefix(s3, repository)
 
-    wanted = [http_port, grpc_port, metrics_port]
-    spare = iter(free_ports(3))
-    http_port, grpc_port, metrics_port = (p if p else next(spare) for p in wanted)
-    command = [
-        str(install.binary),
-        f"--id={name}",
-        f"--model-repository={repository}",
-        "--model-control-mode=explicit",
-        f"--backend-directory={backends}",
-        f"--http-address={LOOPBACK}",
-        f"--http-port={http_port}",
-        f"--grpc-address={LOOPBACK}",
-        f"--grpc-port={grpc_port}",
-        f"--metrics-address={LOOPBACK}",
-        f"--metrics-port={metrics_port}",
-        "--metrics-config=summary_latencies=true",
-        "--allow-gpu-metrics=false",
-        f"--exit-timeout-secs={EXIT_TIMEOUT_SECS}",
-        "--pinned-memory-pool-byte-size=0",
-        *(extra_args or []),
-    ]
-    server = TritonServer(
-        name=name,
-        repository=repository,
-        http_port=http_port,
-        grpc_port=grpc_port,
-        metrics_port=metrics_port,
-        log_path=work_dir / f"tritonserver-{name}.log",
-        _command=command,
-        _env=server_env(install, s3),
-        _cwd=work_dir,
-    )
-    server.start(timeout=timeout)
-    return server
+    wanted = (http_port, grpc_port, metrics_port)
+    env = server_env(install, s3)
+    attempts = 1 if all(wanted) else 3  # a port picked for us may be taken before Triton binds it
+    for attempt in range(1, attempts + 1):
+        spare = iter(free_ports(3))
+        http, grpc, metrics = (p if p else next(spare) for p in wanted)
+        server = TritonServer(
+            name=name,
+            repository=repository,
+            http_port=http,
+            grpc_port=grpc,
+            metrics_port=metrics,
+            log_path=work_dir / f"tritonserver-{name}.log",
+            _command=[
+                str(install.binary),
+                f"--id={name}",
+                f"--model-repository={repository}",
+                "--model-control-mode=explicit",
+                f"--backend-directory={backends}",
+                f"--http-address={LOOPBACK}",
+                f"--http-port={http}",
+                f"--grpc-address={LOOPBACK}",
+                f"--grpc-port={grpc}",
+                f"--metrics-address={LOOPBACK}",
+                f"--metrics-port={metrics}",
+                "--metrics-config=summary_latencies=true",
+                "--allow-gpu-metrics=false",
+                f"--exit-timeout-secs={EXIT_TIMEOUT_SECS}",
+                "--pinned-memory-pool-byte-size=0",
+                *(extra_args or []),
+            ],
+            _env=env,
+            _cwd=work_dir,
+        )
+        try:
+            server.start(timeout=timeout)
+            return server
+        except TritonStartError as e:
+            if attempt == attempts or "already in use" not in str(e):
+                raise
+    raise AssertionError("unreachable")
 
 
 def _http_ok(url: str) -> bool:

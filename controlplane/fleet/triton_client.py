@@ -11,6 +11,7 @@ Every call has a deadline. Failures surface as exactly two kinds of `TritonError
 
 from __future__ import annotations
 
+import http.client
 import ipaddress
 import json
 import time
@@ -34,12 +35,17 @@ T = TypeVar("T")
 
 
 class TritonError(Exception):
-    """A Triton call failed. `url` is the server, `status` the HTTP status if there was one."""
+    """A Triton call failed.
 
-    def __init__(self, message: str, *, url: str, status: int | None = None):
-        super().__init__(f"{message} ({url})")
+    `message` is the reason (Triton's own text when it answered), `operation` the call such as
+    "load fraud-scorer", `url` the server and `status` the HTTP status if there was one.
+    """
+
+    def __init__(self, message: str, *, url: str, operation: str = "", status: int | None = None):
+        super().__init__(f"{operation + ': ' if operation else ''}{message} ({url})")
         self.message = message
         self.url = url
+        self.operation = operation
         self.status = status
 
 
@@ -197,15 +203,15 @@ class TritonClient:
                 return fn(client)
         except InferenceServerException as e:
             status = int(e.status()) if (e.status() or "").isdigit() else None
-            raise TritonRequestError(f"{what}: {e.message()}", url=self.url, status=status) from None
+            raise TritonRequestError(e.message(), url=self.url, operation=what, status=status) from None
         except gevent.Timeout:
-            raise TritonUnavailable(f"{what}: no answer within {timeout:g} s", url=self.url) from None
+            raise TritonUnavailable(f"no answer within {timeout:g} s", url=self.url, operation=what) from None
         except (OSError, HTTPParseError) as e:  # refused, reset, DNS, TLS, socket timeout
-            raise TritonUnavailable(f"{what}: {type(e).__name__}: {e}", url=self.url) from None
+            raise TritonUnavailable(f"{type(e).__name__}: {e}", url=self.url, operation=what) from None
         except ValueError as e:  # a body that is not the JSON Triton should send
-            raise TritonRequestError(f"{what}: unreadable response: {e}", url=self.url) from None
+            raise TritonRequestError(f"unreadable response: {e}", url=self.url, operation=what) from None
         except Exception as e:  # anything else from the client stack, never a raw exception
-            raise TritonError(f"{what}: {type(e).__name__}: {e}", url=self.url) from e
+            raise TritonError(f"{type(e).__name__}: {e}", url=self.url, operation=what) from e
         finally:
             if client is not None:
                 try:
@@ -222,10 +228,11 @@ def fetch_metrics(metrics_url: str, *, timeout: float = DEFAULT_TIMEOUT) -> str:
         with urllib.request.urlopen(metrics_url, timeout=timeout) as resp:
             return resp.read().decode("utf-8", errors="replace")
     except urllib.error.HTTPError as e:
-        raise TritonRequestError(f"metrics: HTTP {e.code} {e.reason}", url=metrics_url, status=e.code) from None
-    except (urllib.error.URLError, OSError) as e:
+        raise TritonRequestError(f"HTTP {e.code} {e.reason}", url=metrics_url, operation="metrics",
+                                 status=e.code) from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
         reason = getattr(e, "reason", e)
-        raise TritonUnavailable(f"metrics: {reason}", url=metrics_url) from None
+        raise TritonUnavailable(str(reason), url=metrics_url, operation="metrics") from None
 
 
 def _is_ip(host: str) -> bool:
