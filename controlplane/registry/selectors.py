@@ -1,7 +1,9 @@
-from django.db.models import Count, Max, Q, QuerySet
+from django.db.models import CharField, Count, Max, Q, QuerySet
+from django.db.models.functions import Cast
 from django.shortcuts import get_object_or_404
 
 from controlplane.accounts.selectors import visible_teams
+from controlplane.audit.models import AuditEvent
 from controlplane.registry.models import Model, ModelVersion, VersionStatus
 
 _READY = Q(versions__status=VersionStatus.READY)
@@ -27,3 +29,12 @@ def versions_of(model: Model) -> QuerySet[ModelVersion]:
 
 def version_get(model: Model, number) -> ModelVersion:
     return get_object_or_404(versions_of(model), version=number)
+
+
+def model_history(model: Model) -> QuerySet[AuditEvent]:
+    """The model's own events and those of its versions, newest first, in one query."""
+    version_ids = ModelVersion.objects.filter(model=model).annotate(sid=Cast("id", CharField())).values("sid")
+    return AuditEvent.objects.filter(
+        Q(object_type=Model._meta.label_lower, object_id=str(model.pk))
+        | Q(object_type=ModelVersion._meta.label_lower, object_id__in=version_ids)
+    ).order_by("-id")

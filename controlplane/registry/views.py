@@ -2,7 +2,6 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.shortcuts import render
 
-from controlplane.audit.selectors import audit_events_for
 from controlplane.registry import selectors
 from controlplane.registry.filters import ModelFilterSet
 
@@ -23,6 +22,6 @@ def model_detail(request, pk):
         {
             "model": model,
             "versions": selectors.versions_of(model)[:100],
-            "history": audit_events_for(model)[:20],
+            "history": selectors.model_history(model)[:20],
         },
     )
