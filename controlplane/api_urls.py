@@ -1,14 +1,20 @@
+from django.urls import include, path
 from rest_framework.routers import DefaultRouter
 
-from controlplane.accounts.api import TeamViewSet
+from controlplane.accounts.api import TeamViewSet, TokenViewSet
 from controlplane.fleet.api import PoolViewSet, ServerViewSet
 from controlplane.registry.api import ModelViewSet, VersionViewSet
 
 router = DefaultRouter()
 router.register("teams", TeamViewSet, basename="team")
+router.register("tokens", TokenViewSet, basename="token")
 router.register("models", ModelViewSet, basename="model")
 router.register(r"models/(?P<model_pk>\d+)/versions", VersionViewSet, basename="model-version")
 router.register("servers", ServerViewSet, basename="server")
 router.register("pools", PoolViewSet, basename="pool")
 
-urlpatterns = router.urls
+urlpatterns = [
+    path("audit/", include("controlplane.audit.api_urls")),
+    path("quotas/", include("controlplane.quotas.api_urls")),
+    *router.urls,
+]

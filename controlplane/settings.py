@@ -135,6 +135,12 @@ if CELERY_BROKER_URL == "filesystem://":
     }
     for _folder in ("queue", "processed", "control"):  # kombu expects them to exist
         (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
+# The cache holds sign-in throttling counters, so it must be shared by every web process.
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL, "KEY_PREFIX": "switchyard"}
+    if REDIS_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+}
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1

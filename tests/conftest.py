@@ -24,6 +24,28 @@ pytest_plugins = ["tests.fleet_fixtures"]
 PASSWORD = "correct-horse-battery-staple"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_stray_connections_at_teardown(django_db_setup, django_db_blocker):
+    """Threads in worker and concurrency tests may leave a connection open; dropping the test
+    database at the end of the session would then fail. Close them first."""
+    yield
+    with django_db_blocker.unblock():
+        from django.db import connection
+
+        if connection.vendor == "postgresql":
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+
+
+@pytest.fixture(autouse=True)
+def fast_password_hashing(settings):
+    """PBKDF2's million rounds cost ~0.4 s a user; tests check logic, not hashing strength."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 def _user(username, **extra):
     return get_user_model().objects.create_user(username=username, password=PASSWORD, **extra)
 

@@ -1,11 +1,16 @@
+from datetime import timedelta
+
+from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.decorators import action
 from rest_framework.response import Response
 
-from controlplane.accounts import services
-from controlplane.accounts.selectors import visible_teams
-from controlplane.accounts.models import Team
+from controlplane.accounts import selectors, services
+from controlplane.accounts.models import ApiToken, Membership, Role, Scope, Team
 from controlplane.audit.context import Actor
 from controlplane.common.api import StrictSerializer, validated
 
@@ -21,23 +26,136 @@ class TeamCreateSerializer(StrictSerializer):
     display_name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
 
 
+class MemberSerializer(serializers.ModelSerializer):
+    username = serializers.CharField(source="user.username")
+
+    class Meta:
+        model = Membership
+        fields = ["username", "role", "created_at"]
+
+
+class MemberAddSerializer(StrictSerializer):
+    username = serializers.CharField(max_length=150)
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
+class MemberRoleSerializer(StrictSerializer):
+    role = serializers.ChoiceField(choices=Role.choices)
+
+
+def user_by_name(username: str, field: str = "username"):
+    user = get_user_model().objects.filter(username=username, is_active=True).first()
+    if user is None:
+        raise ValidationError({field: f"No active user named {username!r}."})
+    return user
+
+
 class TeamViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = TeamSerializer
     filterset_fields = ["slug"]
     lookup_field = "slug"
 
     def get_queryset(self):
-        return visible_teams(self.request.user)
+        return selectors.visible_teams(self.request.user).order_by("slug")
 
     @extend_schema(request=TeamCreateSerializer, responses={201: TeamSerializer})
     def create(self, request):
         team = services.team_create(actor=Actor.from_request(request), **validated(TeamCreateSerializer, request))
         return Response(TeamSerializer(team).data, status=status.HTTP_201_CREATED)
 
+    @extend_schema(methods=["GET"], responses=MemberSerializer(many=True))
+    @extend_schema(methods=["POST"], request=MemberAddSerializer, responses={201: MemberSerializer})
+    @action(detail=True, methods=["get", "post"])
+    def members(self, request, slug=None):
+        """List the team's members, or (team admins) add one with a role."""
+        team = self.get_object()
+        if request.method == "GET":
+            return Response(MemberSerializer(selectors.team_members(team), many=True).data)
+        data = validated(MemberAddSerializer, request)
+        membership = services.membership_set(
+            actor=Actor.from_request(request), team=team, user=user_by_name(data["username"]), role=data["role"]
+        )
+        return Response(MemberSerializer(membership).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(methods=["PATCH"], request=MemberRoleSerializer, responses=MemberSerializer)
+    @extend_schema(methods=["DELETE"], responses={204: None})
+    @action(detail=True, methods=["patch", "delete"], url_path=r"members/(?P<username>[^/]+)")
+    def member(self, request, slug=None, username=None):
+        """Change a member's role, or remove them (team admins)."""
+        team = self.get_object()
+        membership = get_object_or_404(selectors.team_members(team), user__username=username)
+        actor = Actor.from_request(request)
+        if request.method == "DELETE":
+            services.membership_remove(actor=actor, team=team, user=membership.user)
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        data = validated(MemberRoleSerializer, request)
+        membership = services.membership_set(actor=actor, team=team, user=membership.user, role=data["role"])
+        return Response(MemberSerializer(membership).data)
+
 
 def team_for_write(user, slug: str, field: str = "team") -> Team:
     """Resolve a team named in a request body. Unknown and foreign teams get the same answer."""
-    team = visible_teams(user).filter(slug=slug).first()
+    team = selectors.visible_teams(user).filter(slug=slug).first()
     if team is None:
         raise ValidationError({field: f"No team named {slug!r} among your teams."})
     return team
+
+
+class TokenSerializer(serializers.ModelSerializer):
+    team = serializers.CharField(source="team.slug", default=None)
+    owner = serializers.CharField(source="user.username")
+    state = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ApiToken
+        fields = ["id", "name", "prefix", "owner", "team", "scopes", "state", "created_at", "expires_at",
+                  "revoked_at", "last_used_at", "last_used_ip"]
+
+    def get_state(self, token) -> str:
+        return token.state(timezone.now())
+
+
+class TokenCreatedSerializer(TokenSerializer):
+    secret = serializers.CharField(help_text="Shown once. Only a hash is kept.")
+
+    class Meta(TokenSerializer.Meta):
+        fields = [*TokenSerializer.Meta.fields, "secret"]
+
+
+class TokenCreateSerializer(StrictSerializer):
+    name = serializers.CharField(max_length=100)
+    scopes = serializers.ListField(child=serializers.ChoiceField(choices=Scope.choices), allow_empty=False)
+    expires_in_days = serializers.IntegerField(min_value=1, max_value=366, default=90)
+    team = serializers.CharField(required=False, help_text="Make a team token (a service account for CI).")
+
+
+class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Your personal tokens, and the tokens of teams you administer."""
+
+    serializer_class = TokenSerializer
+
+    def get_queryset(self):
+        return selectors.tokens_manageable(self.request.user)
+
+    @extend_schema(request=TokenCreateSerializer, responses={201: TokenCreatedSerializer})
+    def create(self, request):
+        data = validated(TokenCreateSerializer, request)
+        team = team_for_write(request.user, data["team"]) if "team" in data else None
+        token, secret = services.token_create(
+            actor=Actor.from_request(request),
+            user=None if team else request.user,
+            team=team,
+            name=data["name"],
+            scopes=data["scopes"],
+            expires_at=timezone.now() + timedelta(days=data["expires_in_days"]),
+        )
+        token.secret = secret
+        return Response(TokenCreatedSerializer(token).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses=TokenSerializer)
+    @action(detail=True, methods=["post"])
+    def revoke(self, request, pk=None):
+        token = services.token_revoke(actor=Actor.from_request(request), token=self.get_object())
+        return Response(TokenSerializer(token).data)
+
+

@@ -9,6 +9,10 @@ class Team(models.Model):
 
     slug = models.CharField(max_length=63, unique=True, validators=[validate_dns_name])
     display_name = models.CharField(max_length=200, blank=True)
+    service_user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="service_team",
+        help_text="The account that team-owned API tokens act as (created with the first one).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -27,6 +31,18 @@ class Role(models.TextChoices):
 ROLE_RANK = {Role.VIEWER: 1, Role.DEPLOYER: 2, Role.ADMIN: 3}
 
 
+class Scope(models.TextChoices):
+    """What a token may do. Each scope includes the ones below it: admin > deploy > read."""
+
+    READ = "read"
+    DEPLOY = "deploy"
+    ADMIN = "admin"
+
+
+SCOPE_RANK = {Scope.READ: 1, Scope.DEPLOY: 2, Scope.ADMIN: 3}
+SCOPE_FOR_ROLE = {Role.VIEWER: Scope.READ, Role.DEPLOYER: Scope.DEPLOY, Role.ADMIN: Scope.ADMIN}
+
+
 class Membership(models.Model):
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
     team = models.ForeignKey(Team, on_delete=models.CASCADE, related_name="memberships")
@@ -41,9 +57,17 @@ class Membership(models.Model):
 
 
 class ApiToken(models.Model):
-    """A bearer token. Only a SHA-256 of the secret is stored; the prefix identifies it."""
+    """A bearer token. Only a SHA-256 of the secret is stored; the prefix identifies it.
+
+    A personal token acts as its user. A team token (``team`` set) acts as the team's
+    service account, so CI keeps working when the person who made it leaves.
+    """
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.CASCADE, related_name="api_tokens")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=16, unique=True)
     secret_hash = models.CharField(max_length=64)
@@ -56,3 +80,14 @@ class ApiToken(models.Model):
 
     def __str__(self):
         return f"{self.name} ({self.prefix})"
+
+    @property
+    def max_scope_rank(self) -> int:
+        return max((SCOPE_RANK.get(s, 0) for s in self.scopes), default=0)
+
+    def state(self, now) -> str:
+        if self.revoked_at:
+            return "revoked"
+        if self.expires_at and self.expires_at <= now:
+            return "expired"
+        return "active"

@@ -1,6 +1,6 @@
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 
-from controlplane.accounts.models import Membership, Role, Team
+from controlplane.accounts.models import ApiToken, Membership, Role, Team
 
 
 def is_platform_admin(user) -> bool:
@@ -21,3 +21,20 @@ def role_in(user, team: Team) -> str | None:
         return Role.ADMIN
     membership = Membership.objects.filter(user=user, team=team).only("role").first()
     return membership.role if membership else None
+
+
+def team_members(team: Team) -> QuerySet[Membership]:
+    """People in the team. The service account behind team tokens is not a member to manage."""
+    members = Membership.objects.filter(team=team).select_related("user").order_by("user__username")
+    if team.service_user_id:
+        members = members.exclude(user_id=team.service_user_id)
+    return members
+
+
+def tokens_manageable(user) -> QuerySet[ApiToken]:
+    """The user's personal tokens and the tokens of teams they administer (all for platform admins)."""
+    tokens = ApiToken.objects.select_related("user", "team").order_by("-created_at")
+    if is_platform_admin(user):
+        return tokens
+    admin_teams = Membership.objects.filter(user=user, role=Role.ADMIN).values("team_id")
+    return tokens.filter(Q(user=user, team__isnull=True) | Q(team_id__in=admin_teams))

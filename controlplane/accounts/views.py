@@ -1,10 +1,162 @@
-from django.contrib.auth.decorators import login_required
-from django.shortcuts import render
+"""Team page: members, tokens and quota. Every action calls a service; errors come back inline."""
+from datetime import timedelta
 
-from controlplane.accounts.selectors import visible_teams
+from django.contrib import messages
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.views.decorators.http import require_POST
+
+from controlplane.accounts import selectors, services, throttle
+from controlplane.accounts.api import user_by_name
+from controlplane.accounts.forms import MemberAddForm, MemberRoleForm, TokenIssueForm
+from controlplane.accounts.models import Role
+from controlplane.audit.context import Actor
+from controlplane.audit.models import Source
+from controlplane.common.errors import ServiceError
+from controlplane.quotas.ui import quota_bars
+
+
+class LoginView(auth_views.LoginView):
+    """Django's login, refusing with 429 after repeated failures from one address."""
+
+    def post(self, request, *args, **kwargs):
+        username = request.POST.get("username", "")[:150]
+        ip = request.META.get("REMOTE_ADDR", "")
+        if throttle.is_blocked(username, ip):
+            return render(request, "registration/login.html", {"throttled": True, "form": self.get_form()}, status=429)
+        response = super().post(request, *args, **kwargs)
+        if request.user.is_authenticated:
+            throttle.reset(username, ip)
+        else:
+            throttle.record_failure(username, ip)
+        return response
+
+
+def _team_page(request, *, new_token=None, status=200):
+    teams = list(selectors.visible_teams(request.user).order_by("slug"))
+    bars = quota_bars(teams)
+    sections = [
+        {
+            "team": team,
+            "quota_bar": bars[team.pk],
+            "members": selectors.team_members(team),
+            "is_admin": selectors.role_in(request.user, team) == Role.ADMIN,
+            "tokens": selectors.tokens_manageable(request.user).filter(team=team),
+        }
+        for team in teams
+    ]
+    personal = selectors.tokens_manageable(request.user).filter(user=request.user, team__isnull=True)
+    context = {
+        "sections": sections,
+        "personal_tokens": personal,
+        "roles": Role.choices,
+        "token_form": TokenIssueForm(),
+        "new_token": new_token,
+        "now": timezone.now(),
+    }
+    return render(request, "accounts/team.html", context, status=status)
 
 
 @login_required
 def team(request):
-    teams = visible_teams(request.user).prefetch_related("memberships__user")
-    return render(request, "accounts/team.html", {"teams": teams})
+    return _team_page(request)
+
+
+def _valid(form) -> dict:
+    if not form.is_valid():
+        raise ValidationError({name: [e["message"] for e in errors] for name, errors in form.errors.get_json_data().items()})
+    return form.cleaned_data
+
+
+def _fail(request, exc) -> None:
+    """Show why an action was refused, naming the field where there is one."""
+    if isinstance(exc, ValidationError) and hasattr(exc, "error_dict"):
+        text = "; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in exc.message_dict.items())
+    elif isinstance(exc, ValidationError):
+        text = " ".join(exc.messages)
+    elif isinstance(exc, ServiceError):
+        text = exc.message
+    else:
+        text = str(exc) or "You may not do that."
+    messages.error(request, text)
+
+
+def _ui(request) -> Actor:
+    return Actor.from_request(request, source=Source.UI)
+
+
+@login_required
+@require_POST
+def member_add(request, slug):
+    team = get_object_or_404(selectors.visible_teams(request.user), slug=slug)
+    try:
+        data = _valid(MemberAddForm(request.POST))
+        user = user_by_name(data["username"])
+        services.membership_set(actor=_ui(request), team=team, user=user, role=data["role"])
+        messages.success(request, f"{user.username} is now {data['role']} in {team.slug}.")
+    except (ValidationError, PermissionDenied, ServiceError) as exc:
+        _fail(request, exc)
+    return redirect("team")
+
+
+@login_required
+@require_POST
+def member_role(request, slug, username):
+    team = get_object_or_404(selectors.visible_teams(request.user), slug=slug)
+    membership = get_object_or_404(selectors.team_members(team), user__username=username)
+    try:
+        role = _valid(MemberRoleForm(request.POST))["role"]
+        services.membership_set(actor=_ui(request), team=team, user=membership.user, role=role)
+        messages.success(request, f"{username} is now {role} in {team.slug}.")
+    except (ValidationError, PermissionDenied, ServiceError) as exc:
+        _fail(request, exc)
+    return redirect("team")
+
+
+@login_required
+@require_POST
+def member_remove(request, slug, username):
+    team = get_object_or_404(selectors.visible_teams(request.user), slug=slug)
+    membership = get_object_or_404(selectors.team_members(team), user__username=username)
+    try:
+        services.membership_remove(actor=_ui(request), team=team, user=membership.user)
+        messages.success(request, f"{username} was removed from {team.slug}.")
+    except (ValidationError, PermissionDenied, ServiceError) as exc:
+        _fail(request, exc)
+    return redirect("team")
+
+
+@login_required
+@require_POST
+def token_issue(request):
+    """On success the page is rendered directly, so the secret is shown once and stored nowhere."""
+    try:
+        data = _valid(TokenIssueForm(request.POST))
+        team = get_object_or_404(selectors.visible_teams(request.user), slug=data["team"]) if data["team"] else None
+        token, secret = services.token_create(
+            actor=_ui(request),
+            user=None if team else request.user,
+            team=team,
+            name=data["name"],
+            scopes=data["scopes"],
+            expires_at=timezone.now() + timedelta(days=data["expires_in_days"]),
+        )
+    except (ValidationError, PermissionDenied, ServiceError) as exc:
+        _fail(request, exc)
+        return redirect("team")
+    return _team_page(request, new_token={"token": token, "secret": secret}, status=201)
+
+
+@login_required
+@require_POST
+def token_revoke(request, pk):
+    token = get_object_or_404(selectors.tokens_manageable(request.user), pk=pk)
+    try:
+        services.token_revoke(actor=_ui(request), token=token)
+        messages.success(request, f"Token {token.prefix} ({token.name}) is revoked.")
+    except (PermissionDenied, ServiceError) as exc:
+        _fail(request, exc)
+    return redirect("team")

@@ -10,6 +10,7 @@ class Actor:
     user: object | None
     source: str
     token_id: int | None = None
+    token_scopes: tuple[str, ...] | None = None  # None: not acting through a token
     request_id: str = ""
     ip: str | None = None
 
@@ -22,13 +23,16 @@ class Actor:
     @classmethod
     def from_request(cls, request, source: str | None = None) -> "Actor":
         """API calls are ``api`` (or ``cli`` when the Switchyard CLI says so); pages are ``ui``."""
-        auth = getattr(request, "auth", None)
+        token = getattr(request, "auth", None)
+        if not hasattr(token, "scopes"):
+            token = None
         if source is None:
             source = Source.CLI if request.headers.get("X-Switchyard-Client") == "cli" else Source.API
         return cls(
             user=request.user if request.user.is_authenticated else None,
             source=source,
-            token_id=getattr(auth, "pk", None) if auth is not None and hasattr(auth, "prefix") else None,
+            token_id=token.pk if token else None,
+            token_scopes=tuple(token.scopes) if token else None,
             request_id=getattr(request, "request_id", ""),
             ip=request.META.get("REMOTE_ADDR"),
         )

@@ -38,7 +38,7 @@ class Model(models.Model):
     inputs = models.JSONField()
     outputs = models.JSONField()
     description = models.TextField(blank=True, max_length=2000)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -83,7 +83,7 @@ class ModelVersion(models.Model):
     size_bytes = models.BigIntegerField(default=0)
     files = models.JSONField(default=list, help_text="[{path, size, sha256}] relative to the version directory.")
     metadata = models.JSONField(default=dict, blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -97,7 +97,10 @@ def test_list_filters_and_paginates(api, deployer, model_payload):
 
 
 def test_bearer_token_auth(api, deployer, model):
-    token, secret = token_create(actor=Actor(user=deployer, source="api"), user=deployer, name="ci", scopes=["read"])
+    token, secret = token_create(
+        actor=Actor(user=deployer, source="api"), user=deployer, name="ci", scopes=["read"],
+        expires_at=timezone.now() + timedelta(days=1),
+    )
     stored = ApiToken.objects.get(pk=token.pk)
     assert secret not in (stored.secret_hash, stored.prefix) and secret.startswith(f"sy_{stored.prefix}_")
     client = api()

@@ -18,7 +18,15 @@ def test_prints_the_secret_once_and_stores_only_its_hash(deployer):
     assert token.scopes == ["read", "deploy"] and token.expires_at is not None
 
 
-@pytest.mark.parametrize("args", [["--user", "nobody"], ["--user", "dana", "--scopes", "root"], ["--user", "dana", "--expires-days", "-1"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--user", "nobody"],
+        ["--user", "dana", "--scopes", "root"],
+        ["--user", "dana", "--expires-days", "0"],
+        ["--user", "dana", "--scopes", "admin"],  # beyond dana's deployer role
+    ],
+)
 def test_bad_arguments_are_errors(deployer, args):
     with pytest.raises(CommandError):
         call_command("create_token", *args, "--name", "ci", stdout=io.StringIO(), stderr=io.StringIO())

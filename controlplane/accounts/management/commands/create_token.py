@@ -1,6 +1,7 @@
 from datetime import timedelta
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.utils import timezone
 
@@ -17,7 +18,7 @@ class Command(BaseCommand):
         parser.add_argument("--user", required=True, help="username")
         parser.add_argument("--name", required=True, help="what the token is for, e.g. github-actions")
         parser.add_argument("--scopes", default="read,deploy", help=f"comma-separated, from {', '.join(SCOPES)}")
-        parser.add_argument("--expires-days", type=int, default=90, help="0 for no expiry")
+        parser.add_argument("--expires-days", type=int, default=90, help="1 to 366")
 
     def handle(self, *args, user, name, scopes, expires_days, **options):
         owner = get_user_model().objects.filter(username=user).first()
@@ -27,10 +28,13 @@ class Command(BaseCommand):
         unknown = set(scope_list) - set(SCOPES)
         if unknown or not scope_list:
             raise CommandError(f"--scopes: use some of {', '.join(SCOPES)}; got {scopes!r}.")
-        if expires_days < 0:
-            raise CommandError("--expires-days must be 0 (no expiry) or more.")
-        expires_at = timezone.now() + timedelta(days=expires_days) if expires_days else None
-        token, secret = token_create(actor=Actor.system(), user=owner, name=name, scopes=scope_list, expires_at=expires_at)
-        self.stderr.write(f"Token {token.prefix} for {user} ({', '.join(scope_list)}), expires {expires_at or 'never'}. "
+        if not 1 <= expires_days <= 366:
+            raise CommandError("--expires-days must be from 1 to 366.")
+        expires_at = timezone.now() + timedelta(days=expires_days)
+        try:
+            token, secret = token_create(actor=Actor.system(), user=owner, name=name, scopes=scope_list, expires_at=expires_at)
+        except (ValidationError, PermissionDenied) as exc:
+            raise CommandError(" ".join(getattr(exc, "messages", [str(exc)]))) from None
+        self.stderr.write(f"Token {token.prefix} for {user} ({', '.join(scope_list)}), expires {expires_at:%Y-%m-%d}. "
                           "It is shown once; store it now.")
         self.stdout.write(secret)
