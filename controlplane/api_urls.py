@@ -16,5 +16,7 @@ router.register("pools", PoolViewSet, basename="pool")
 urlpatterns = [
     path("audit/", include("controlplane.audit.api_urls")),
     path("quotas/", include("controlplane.quotas.api_urls")),
+    path("", include("controlplane.serving.api_urls")),
+    path("", include("controlplane.placements.api_urls")),
     *router.urls,
 ]

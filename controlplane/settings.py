@@ -40,6 +40,8 @@ INSTALLED_APPS = [
     "controlplane.registry",
     "controlplane.fleet",
     "controlplane.quotas",
+    "controlplane.serving",
+    "controlplane.placements",
 ]
 
 MIDDLEWARE = [

@@ -2,7 +2,9 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.shortcuts import render
 
+from controlplane.placements import ui as placements_ui
 from controlplane.registry import selectors
+from controlplane.serving import ui as serving_ui
 from controlplane.registry.filters import ModelFilterSet
 
 
@@ -16,12 +18,11 @@ def model_list(request):
 @login_required
 def model_detail(request, pk):
     model = selectors.model_get(request.user, pk)
-    return render(
-        request,
-        "registry/model_detail.html",
-        {
-            "model": model,
-            "versions": selectors.versions_of(model)[:100],
-            "history": selectors.model_history(model)[:20],
-        },
-    )
+    context = {
+        "model": model,
+        "versions": selectors.versions_of(model)[:100],
+        "history": selectors.model_history(model)[:20],
+    }
+    context.update(serving_ui.model_page_context(model, request.user))
+    context.update(placements_ui.model_page_context(model, request.user))
+    return render(request, "registry/model_detail.html", context)

@@ -10,7 +10,7 @@ from controlplane.devstack.testmodels import TEST_MODEL_OUTPUTS, python_model_fi
 from controlplane.fleet.models import Pool, Server, ServerStatus
 from controlplane.fleet.services import fleet_probe
 from controlplane.fleet.triton_client import TritonClient
-from controlplane.registry.triton_config import render_model_config
+from controlplane.serving.render import render_model_config
 
 pytestmark = pytest.mark.integration
 
@@ -39,7 +39,7 @@ def test_uploaded_version_loads_on_real_triton_and_prober_sees_it_ready(api, dep
 
     from controlplane.registry.models import Model
 
-    config = render_model_config(Model.objects.get(pk=model["id"]), versions=[1])
+    config = render_model_config(Model.objects.get(pk=model["id"]), None, versions=[1])
     server = registered_fleet[0]
     triton = TritonClient(server.http_url)
     triton.load(model["triton_name"], config=config)
