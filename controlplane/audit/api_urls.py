@@ -1,5 +1,10 @@
-from rest_framework.routers import SimpleRouter
+from django.urls import path, re_path
 
-router = SimpleRouter()
+from controlplane.audit.api import AuditChainVerifyView, AuditEventViewSet
 
-urlpatterns = router.urls
+urlpatterns = [
+    path("events/", AuditEventViewSet.as_view({"get": "list"}), name="audit-event-list"),
+    path("events/<int:pk>/", AuditEventViewSet.as_view({"get": "retrieve"}), name="audit-event-detail"),
+    re_path(r"^events/export\.(?P<fmt>csv|json)$", AuditEventViewSet.as_view({"get": "export"}), name="audit-event-export"),
+    path("verify/", AuditChainVerifyView.as_view(), name="audit-verify"),
+]

@@ -1,5 +1,9 @@
+import json
+
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
+from django.utils import timezone
 
 
 class Source(models.TextChoices):
@@ -15,9 +19,12 @@ class AuditEvent(models.Model):
     """One change. Rows keep their own copies of names, so they read correctly after deletions.
 
     Foreign keys carry no database constraint: an audit row never cascades or blocks a delete.
+    The table is append-only (database triggers refuse UPDATE and DELETE), and rows form a hash
+    chain (see chain.py); write rows only with ``services.audit_record``.
     """
 
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Set by audit_record before the insert, because the value is part of the hash.
+    created_at = models.DateTimeField(default=timezone.now, editable=False, db_index=True)
     actor_user = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.DO_NOTHING, db_constraint=False, related_name="+"
     )
@@ -36,6 +43,10 @@ class AuditEvent(models.Model):
     before = models.JSONField(null=True, blank=True)
     after = models.JSONField(null=True, blank=True)
     reason = models.TextField(blank=True)
+    # Unique, so a second event claiming the same predecessor (a fork) cannot be stored. NULL
+    # marks a row written around audit_record, which chain verification reports.
+    prev_hash = models.CharField(max_length=64, null=True, blank=True, unique=True, editable=False)
+    hash = models.CharField(max_length=64, null=True, blank=True, editable=False)
 
     class Meta:
         ordering = ["-id"]
@@ -43,3 +54,44 @@ class AuditEvent(models.Model):
 
     def __str__(self):
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.action} {self.object_repr}"
+
+    def changes(self) -> list[dict]:
+        """What differs between before and after, key by key, with values as compact JSON.
+
+        Each item is ``{"key", "kind", "before", "after"}``; kind is added, removed or changed.
+        """
+        before, after = _as_dict(self.before), _as_dict(self.after)
+        out = []
+        for key in [*before, *(k for k in after if k not in before)]:
+            if key in before and key in after and before[key] == after[key]:
+                continue
+            kind = "changed" if key in before and key in after else "removed" if key in before else "added"
+            out.append({"key": key, "kind": kind, "before": _compact(before.get(key)), "after": _compact(after.get(key))})
+        return out
+
+
+def _as_dict(value) -> dict:
+    if value is None:
+        return {}
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def _compact(value) -> str:
+    if isinstance(value, str) and value:
+        return value
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+class AuditChainHead(models.Model):
+    """The one row that says where the chain ends. audit_record locks it to serialize appends,
+    and verification compares it with the last event, which catches a deleted tail."""
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    last_id = models.BigIntegerField(null=True)
+    last_hash = models.CharField(max_length=64, blank=True, default="")
+
+    class Meta:
+        constraints = [models.CheckConstraint(condition=Q(id=1), name="audit_chainhead_single_row")]
+
+    def __str__(self):
+        return f"audit chain head at event {self.last_id}"

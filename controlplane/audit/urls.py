@@ -4,4 +4,5 @@ from controlplane.audit import views
 
 urlpatterns = [
     path("", views.audit_log, name="audit"),
+    path("chain/", views.audit_chain, name="audit-chain"),
 ]
