@@ -3,13 +3,16 @@ from rest_framework.routers import DefaultRouter
 
 from controlplane.accounts.api import TeamViewSet, TokenViewSet
 from controlplane.fleet.api import PoolViewSet, ServerViewSet
-from controlplane.registry.api import ModelViewSet, VersionViewSet
+from controlplane.registry.api import LabelHistoryViewSet, LabelViewSet, ModelViewSet, ResolveView, VersionViewSet
 
 router = DefaultRouter()
 router.register("teams", TeamViewSet, basename="team")
 router.register("tokens", TokenViewSet, basename="token")
 router.register("models", ModelViewSet, basename="model")
 router.register(r"models/(?P<model_pk>\d+)/versions", VersionViewSet, basename="model-version")
+router.register(r"models/(?P<model_pk>\d+)/labels", LabelViewSet, basename="model-label")
+router.register(r"models/(?P<model_pk>\d+)/label-history", LabelHistoryViewSet, basename="model-label-history")
+router.register("resolve", ResolveView, basename="resolve")
 router.register("servers", ServerViewSet, basename="server")
 router.register("pools", PoolViewSet, basename="pool")
 

@@ -12,6 +12,8 @@ urlpatterns = [
     path("", common_views.overview, name="overview"),
     path("models/", registry_views.model_list, name="model-list"),
     path("models/<int:pk>/", registry_views.model_detail, name="model-detail"),
+    path("models/<int:pk>/labels/move/", registry_views.label_move, name="label-move"),
+    path("models/<int:pk>/labels/delete/", registry_views.label_delete, name="label-delete"),
     path("", include("controlplane.serving.urls")),
     path("", include("controlplane.placements.urls")),
     path("fleet/", fleet_views.fleet, name="fleet"),

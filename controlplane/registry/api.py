@@ -1,5 +1,6 @@
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.http import Http404
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, parsers, serializers, status, viewsets
 from rest_framework.response import Response
@@ -8,10 +9,10 @@ from controlplane.accounts.api import team_for_write
 from controlplane.audit.context import Actor
 from controlplane.common.api import StrictSerializer, validated
 from controlplane.common.errors import PayloadTooLarge
-from controlplane.registry import selectors, services
+from controlplane.registry import labels, selectors, services
 from controlplane.registry.artifacts import extract_archive, safe_relpath
 from controlplane.registry.filters import ModelFilterSet
-from controlplane.registry.models import Backend, Model, ModelVersion
+from controlplane.registry.models import Backend, LabelMove, Model, ModelVersion
 
 
 class ModelSerializer(serializers.ModelSerializer):
@@ -133,3 +134,95 @@ class VersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
             metadata=data.get("metadata"),
         )
         return Response(VersionSerializer(version).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
+
+
+class LabelSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    version = serializers.IntegerField(source="version.version")
+    computed = serializers.BooleanField(help_text="true for latest, which is the highest ready version")
+    updated_at = serializers.DateTimeField()
+
+
+class LabelSetSerializer(StrictSerializer):
+    version = serializers.IntegerField(min_value=1)
+    reason = serializers.CharField(max_length=1000)
+    expected_version = serializers.IntegerField(
+        required=False, allow_null=True, help_text="Move only if the label points here now (null: only if it does not exist)."
+    )
+
+
+class LabelDeleteSerializer(StrictSerializer):
+    reason = serializers.CharField(max_length=1000)
+
+
+class LabelMoveSerializer(serializers.ModelSerializer):
+    from_version = serializers.IntegerField(source="from_version.version", default=None)
+    to_version = serializers.IntegerField(source="to_version.version", default=None)
+
+    class Meta:
+        model = LabelMove
+        fields = ["id", "label", "from_version", "to_version", "actor_name", "source", "reason", "created_at"]
+
+
+class LabelViewSet(viewsets.ViewSet):
+    """Version labels of a model. ``latest`` is computed and cannot be set."""
+
+    lookup_field = "name"
+    lookup_value_regex = r"[^/]+"
+
+    def _model(self, request, model_pk) -> Model:
+        return selectors.model_get(request.user, model_pk)
+
+    @extend_schema(responses=LabelSerializer(many=True))
+    def list(self, request, model_pk=None):
+        return Response(LabelSerializer(selectors.labels_of(self._model(request, model_pk)), many=True).data)
+
+    @extend_schema(responses=VersionSerializer)
+    def retrieve(self, request, model_pk=None, name=None):
+        """Resolve a label to its version."""
+        return Response(VersionSerializer(selectors.label_resolve(self._model(request, model_pk), name)).data)
+
+    @extend_schema(request=LabelSetSerializer, responses={200: LabelSerializer, 201: LabelSerializer})
+    def update(self, request, model_pk=None, name=None):
+        model = self._model(request, model_pk)
+        data = validated(LabelSetSerializer, request)
+        label, changed = labels.label_set(actor=Actor.from_request(request), model=model, name=name, **data)
+        body = {"name": label.name, "version": label.version, "computed": False, "updated_at": label.updated_at}
+        return Response(LabelSerializer(body).data, status=status.HTTP_201_CREATED if changed else status.HTTP_200_OK)
+
+    @extend_schema(request=LabelDeleteSerializer, responses={204: None})
+    def destroy(self, request, model_pk=None, name=None):
+        model = self._model(request, model_pk)
+        labels.label_delete(actor=Actor.from_request(request), model=model, name=name, **validated(LabelDeleteSerializer, request))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class LabelHistoryViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
+    """Every create, move and delete of the model's labels, newest first (filter: ?label=stable)."""
+
+    serializer_class = LabelMoveSerializer
+
+    def get_queryset(self):
+        model = selectors.model_get(self.request.user, self.kwargs["model_pk"])
+        return selectors.label_history(model, self.request.query_params.get("label") or None)
+
+
+class ResolveQuerySerializer(serializers.Serializer):
+    team = serializers.CharField()
+    model = serializers.CharField()
+    label = serializers.CharField(default="latest")
+
+
+class ResolveView(viewsets.ViewSet):
+    """For CI and the gateway: ``GET /api/v1/resolve/?team=vision&model=fraud-scorer&label=stable``."""
+
+    @extend_schema(parameters=[ResolveQuerySerializer], responses=VersionSerializer)
+    def list(self, request):
+        query = ResolveQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        model = selectors.models_visible(request.user).filter(
+            team__slug=query.validated_data["team"], name=query.validated_data["model"]
+        ).first()
+        if model is None:
+            raise Http404("No such model.")
+        return Response(VersionSerializer(selectors.label_resolve(model, query.validated_data["label"])).data)

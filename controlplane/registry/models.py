@@ -48,6 +48,11 @@ class Model(models.Model):
     def __str__(self):
         return f"{self.team.slug}/{self.name}"
 
+    def get_absolute_url(self) -> str:
+        from django.urls import reverse
+
+        return reverse("model-detail", args=[self.pk])
+
     @property
     def triton_name(self) -> str:
         """The name in Triton's repository. Team-qualified, because names are unique only per team."""
@@ -92,3 +97,44 @@ class ModelVersion(models.Model):
 
     def __str__(self):
         return f"{self.model} v{self.version}"
+
+
+LABEL_NAME_RE = r"^[a-z][a-z0-9-]{0,30}$"
+RESERVED_LABELS = {"latest"}  # computed: the highest ready version
+
+
+class VersionLabel(models.Model):
+    """A movable name such as stable or canary pointing at one version. Moving it is a release."""
+
+    model = models.ForeignKey(Model, on_delete=models.PROTECT, related_name="labels")
+    name = models.CharField(max_length=31)
+    version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="labels")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["model_id", "name"]
+        constraints = [models.UniqueConstraint(fields=["model", "name"], name="label_unique_per_model")]
+
+    def __str__(self):
+        return f"{self.model}@{self.name}"
+
+
+class LabelMove(models.Model):
+    """One change of a label: created (from is null), moved, or deleted (to is null)."""
+
+    model = models.ForeignKey(Model, on_delete=models.PROTECT, related_name="label_moves")
+    label = models.CharField(max_length=31)
+    from_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    to_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    actor_user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    actor_name = models.CharField(max_length=150)
+    source = models.CharField(max_length=16)
+    reason = models.TextField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [models.Index(fields=["model", "label"])]
+
+    def __str__(self):
+        return f"{self.model}@{self.label}: {self.from_version_id} -> {self.to_version_id}"

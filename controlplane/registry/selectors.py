@@ -1,10 +1,11 @@
 from django.db.models import CharField, Count, Max, Q, QuerySet
 from django.db.models.functions import Cast
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 
 from controlplane.accounts.selectors import visible_teams
 from controlplane.audit.models import AuditEvent
-from controlplane.registry.models import Model, ModelVersion, VersionStatus
+from controlplane.registry.models import LabelMove, Model, ModelVersion, VersionLabel, VersionStatus
 
 _READY = Q(versions__status=VersionStatus.READY)
 
@@ -38,3 +39,31 @@ def model_history(model: Model) -> QuerySet[AuditEvent]:
         Q(object_type=Model._meta.label_lower, object_id=str(model.pk))
         | Q(object_type=ModelVersion._meta.label_lower, object_id__in=version_ids)
     ).order_by("-id")
+
+
+def labels_of(model: Model) -> list[dict]:
+    """Stored labels plus the computed ``latest``, each as {name, version (ModelVersion), computed}."""
+    labels = [
+        {"name": label.name, "version": label.version, "computed": False, "updated_at": label.updated_at}
+        for label in VersionLabel.objects.filter(model=model).select_related("version").order_by("name")
+    ]
+    latest = versions_of(model).first()
+    if latest is not None:
+        labels.append({"name": "latest", "version": latest, "computed": True, "updated_at": latest.created_at})
+    return labels
+
+
+def label_resolve(model: Model, name: str) -> ModelVersion:
+    """The version a label points at; 404 when there is no such label."""
+    if name == "latest":
+        version = versions_of(model).first()
+        if version is None:
+            raise Http404(f"{model} has no ready version yet.")
+        return version
+    label = get_object_or_404(VersionLabel.objects.select_related("version"), model=model, name=name)
+    return label.version
+
+
+def label_history(model: Model, name: str | None = None) -> QuerySet[LabelMove]:
+    moves = LabelMove.objects.filter(model=model).select_related("from_version", "to_version").order_by("-id")
+    return moves.filter(label=name) if name else moves

@@ -1,0 +1,110 @@
+import pytest
+
+from controlplane.audit.context import Actor
+from controlplane.audit.models import AuditEvent
+from controlplane.registry.models import LabelMove, ModelVersion, VersionLabel, VersionStatus
+
+
+@pytest.fixture
+def versions(model):
+    """Three ready versions and one still registering (not validated)."""
+    made = [
+        ModelVersion.objects.create(model=model, version=n, status=VersionStatus.READY, artifact_uri=f"s3://b/r/{n}/", checksum=f"sha256:{n}")
+        for n in (1, 2, 3)
+    ]
+    ModelVersion.objects.create(model=model, version=4, status=VersionStatus.REGISTERING, artifact_uri="s3://b/r/4/", checksum="sha256:4")
+    return made
+
+
+def url(model, name=""):
+    return f"/api/v1/models/{model.pk}/labels/{name + '/' if name else ''}"
+
+
+def test_create_move_resolve_and_history(api, deployer, model, versions):
+    client = api(deployer)
+    created = client.put(url(model, "stable"), {"version": 1, "reason": "first release"}, format="json")
+    assert created.status_code == 201, created.json()
+    moved = client.put(url(model, "stable"), {"version": 2, "reason": "fixes drift", "expected_version": 1}, format="json")
+    assert moved.status_code == 201 and moved.json()["version"] == 2
+    same = client.put(url(model, "stable"), {"version": 2, "reason": "again"}, format="json")
+    assert same.status_code == 200  # already there: no new history
+    assert client.get(url(model, "stable")).json()["version"] == 2
+    assert client.get(url(model, "latest")).json()["version"] == 3  # highest READY, not the registering v4
+    listed = {l["name"]: (l["version"], l["computed"]) for l in client.get(url(model)).json()}
+    assert listed == {"stable": (2, False), "latest": (3, True)}
+
+    history = client.get(f"/api/v1/models/{model.pk}/label-history/", {"label": "stable"}).json()["results"]
+    assert [(h["from_version"], h["to_version"], h["reason"], h["actor_name"]) for h in history] == [
+        (1, 2, "fixes drift", "dana"),
+        (None, 1, "first release", "dana"),
+    ]
+    events = list(AuditEvent.objects.filter(action__startswith="label.").order_by("id").values_list("action", "before", "after", "reason"))
+    assert events == [
+        ("label.create", None, {"label": "stable", "version": 1}, "first release"),
+        ("label.move", {"label": "stable", "version": 1}, {"label": "stable", "version": 2}, "fixes drift"),
+    ]
+    resolved = client.get("/api/v1/resolve/", {"team": "vision", "model": "fraud-scorer", "label": "stable"})
+    assert resolved.status_code == 200 and resolved.json()["version"] == 2
+
+
+def test_move_is_refused_when_someone_moved_it_first(api, deployer, model, versions):
+    client = api(deployer)
+    client.put(url(model, "canary"), {"version": 1, "reason": "try"}, format="json")
+    client.put(url(model, "canary"), {"version": 2, "reason": "colleague"}, format="json")
+    stale = client.put(url(model, "canary"), {"version": 3, "reason": "mine", "expected_version": 1}, format="json")
+    assert stale.status_code == 409 and "points at v2, not v1" in stale.json()["detail"]
+    assert VersionLabel.objects.get(name="canary").version.version == 2
+    exists = client.put(url(model, "canary"), {"version": 3, "reason": "new", "expected_version": None}, format="json")
+    assert exists.status_code == 409 and "already exists" in exists.json()["detail"]
+
+
+@pytest.mark.parametrize(
+    "name, payload, field",
+    [
+        ("latest", {"version": 1, "reason": "x"}, "name"),
+        ("Stable", {"version": 1, "reason": "x"}, "name"),
+        ("9lives", {"version": 1, "reason": "x"}, "name"),
+        ("a" * 32, {"version": 1, "reason": "x"}, "name"),
+        ("stable", {"version": 4, "reason": "x"}, "version"),  # registered but not validated
+        ("stable", {"version": 99, "reason": "x"}, "version"),
+        ("stable", {"version": 0, "reason": "x"}, "version"),
+        ("stable", {"version": "two", "reason": "x"}, "version"),
+        ("stable", {"version": 1}, "reason"),
+        ("stable", {"version": 1, "reason": "   "}, "reason"),
+        ("stable", {"version": 1, "reason": "x", "force": True}, "force"),
+    ],
+)
+def test_bad_labels_are_400_naming_the_field(api, deployer, model, versions, name, payload, field):
+    response = api(deployer).put(url(model, name), payload, format="json")
+    assert response.status_code == 400, response.json()
+    assert field in response.json()["fields"]
+    assert not VersionLabel.objects.exists() and not LabelMove.objects.exists()
+
+
+def test_delete_keeps_history(api, deployer, model, versions):
+    client = api(deployer)
+    client.put(url(model, "dev"), {"version": 3, "reason": "try"}, format="json")
+    assert client.delete(url(model, "dev"), {"reason": "done"}, format="json").status_code == 204
+    assert client.get(url(model, "dev")).status_code == 404
+    assert client.delete(url(model, "dev"), {"reason": "again"}, format="json").status_code == 400
+    assert [(m.label, m.from_version.version, m.to_version) for m in LabelMove.objects.filter(reason="done")] == [("dev", 3, None)]
+
+
+def test_access(api, viewer, outsider, deployer, model, versions):
+    assert api(viewer).put(url(model, "stable"), {"version": 1, "reason": "x"}, format="json").status_code == 403
+    assert api(viewer).get(url(model)).status_code == 200
+    assert api(outsider).get(url(model)).status_code == 404
+    assert api(outsider).get("/api/v1/resolve/", {"team": "vision", "model": "fraud-scorer"}).status_code == 404
+    assert not VersionLabel.objects.exists()
+
+
+def test_model_page_move_form(client, deployer, model, versions):
+    client.force_login(deployer)
+    client.post(f"/models/{model.pk}/labels/move/", {"name": "stable", "version": "1", "reason": "first", "expected_version": ""})
+    response = client.post(f"/models/{model.pk}/labels/move/", {"name": "stable", "version": "2", "reason": "ship", "expected_version": "1"}, follow=True)
+    assert b"stable now points at v2" in response.content
+    stale = client.post(f"/models/{model.pk}/labels/move/", {"name": "stable", "version": "3", "reason": "late", "expected_version": "1"}, follow=True)
+    assert b"someone moved it" in stale.content
+    html = client.get(f"/models/{model.pk}/").content.decode()
+    assert "ship" in html and "first" in html and "Move…" in html
+    assert AuditEvent.objects.filter(action="label.move", source="ui").count() == 1
