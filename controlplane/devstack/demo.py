@@ -100,12 +100,11 @@ def main() -> int:
         flush=True,
     )
     stopping = []
-    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
-    try:
-        while not stopping and not devstack.has_exited(web):
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
+    # Set both explicitly: a shell starts background jobs with SIGINT ignored, and Python keeps that.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.append(True))
+    while not stopping and not devstack.has_exited(web):
+        time.sleep(0.5)
     say("stopping")
     devstack.stop_all()
     return 0

@@ -7,6 +7,8 @@ from controlplane.accounts.services import membership_set, team_create
 from controlplane.audit.context import Actor
 from controlplane.devstack.testmodels import TEST_MODEL_INPUTS, TEST_MODEL_OUTPUTS, python_model_files
 from controlplane.fleet.services import fleet_probe, pool_create, server_register
+from controlplane.quotas.services import quota_set
+from controlplane.registry.labels import label_set
 from controlplane.registry.services import model_create, version_register
 
 IO = {"inputs": TEST_MODEL_INPUTS, "outputs": TEST_MODEL_OUTPUTS}
@@ -33,11 +35,15 @@ class Command(BaseCommand):
         for number, latency in ((1, 5), (2, 3), (3, 2)):
             version_register(actor=actor, model=fraud, version=number, contents=python_model_files(version=number, latency_ms=latency),
                              metadata={"latency_ms": latency})
+        label_set(actor=actor, model=fraud, name="stable", version=2, reason="demo: the version in production")
+        label_set(actor=actor, model=fraud, name="canary", version=3, reason="demo: trying the faster v3")
         ranker = model_create(actor=actor, team=vision, name="image-ranker", backend="python", max_batch_size=16, **IO)
         version_register(actor=actor, model=ranker, version=1, contents=python_model_files(version=1, latency_ms=10))
         asr = model_create(actor=actor, team=speech, name="asr-small", backend="python", max_batch_size=4, **IO)
         version_register(actor=actor, model=asr, version=1, contents=python_model_files(version=1, latency_ms=20))
 
+        quota_set(actor=actor, team=vision, gpus=8, reason="demo")
+        quota_set(actor=actor, team=speech, gpus=4, reason="demo")
         pool = pool_create(actor=actor, name="cpu-local", description="tritonservers started by make demo")
         for spec in filter(None, servers.split(",")):
             name, urls = spec.split("=", 1)
