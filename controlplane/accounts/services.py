@@ -2,7 +2,7 @@ from datetime import datetime, timedelta
 
 from django.contrib.auth import get_user_model
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from controlplane.accounts import tokens
@@ -10,7 +10,7 @@ from controlplane.accounts.access import authorize, authorize_platform_admin, re
 from controlplane.accounts.models import ROLE_RANK, SCOPE_RANK, ApiToken, Membership, Role, Scope, Team
 from controlplane.accounts.selectors import is_platform_admin, role_in
 from controlplane.audit.context import Actor
-from controlplane.audit.services import audit_record, snapshot
+from controlplane.audit.services import audit_record, create_audited, snapshot
 from controlplane.common.errors import Conflict
 
 TOKEN_FIELDS = ["name", "prefix", "scopes", "expires_at", "team"]
@@ -22,15 +22,7 @@ def team_create(*, actor: Actor, slug: str, display_name: str = "") -> Team:
     team = Team(slug=slug, display_name=display_name)
     team.full_clean(validate_unique=False)
     duplicate = Conflict("slug", f"A team named {slug} already exists.")
-    if Team.objects.filter(slug=slug).exists():
-        raise duplicate
-    try:
-        with transaction.atomic():
-            team.save()
-            audit_record(actor=actor, action="team.create", obj=team, team=team, after=snapshot(team, ["slug", "display_name"]))
-    except IntegrityError:
-        raise duplicate from None
-    return team
+    return create_audited(team, actor=actor, action="team.create", fields=["slug", "display_name"], duplicate=duplicate)
 
 
 def membership_set(*, actor: Actor, team: Team, user, role: str) -> Membership:

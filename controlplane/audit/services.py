@@ -2,7 +2,7 @@ import ipaddress
 import json
 
 from django.core.serializers.json import DjangoJSONEncoder
-from django.db import connection, models
+from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
 from controlplane.audit import chain
@@ -90,3 +90,15 @@ def _valid_ip(value: str | None) -> str | None:
         return str(ipaddress.ip_address(value)) if value else None
     except ValueError:  # an odd REMOTE_ADDR must not stop the change being recorded
         return None
+
+
+def create_audited(obj: models.Model, *, actor: Actor, action: str, fields: list[str], duplicate, team=None):
+    """Insert a validated new row with its audit event; a unique-constraint clash raises ``duplicate``
+    (a Conflict naming the field), and nothing is written."""
+    try:
+        with transaction.atomic():
+            obj.save()
+            audit_record(actor=actor, action=action, obj=obj, team=team, after=snapshot(obj, fields))
+    except IntegrityError:
+        raise duplicate from None
+    return obj

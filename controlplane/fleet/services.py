@@ -7,13 +7,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from controlplane.accounts.access import authorize_platform_admin
 from controlplane.audit.context import Actor
 from controlplane.audit.models import Source
-from controlplane.audit.services import audit_record, snapshot
+from controlplane.audit.services import audit_record, create_audited, snapshot
 from controlplane.common.errors import Conflict
 from controlplane.fleet.models import Pool, Server, ServerStatus
 from controlplane.fleet.triton_client import TritonClient, TritonError
@@ -30,15 +30,7 @@ def pool_create(*, actor: Actor, name: str, description: str = "") -> Pool:
     pool = Pool(name=name, description=description)
     pool.full_clean(validate_unique=False)
     duplicate = Conflict("name", f"A pool named {name} already exists.")
-    if Pool.objects.filter(name=name).exists():
-        raise duplicate
-    try:
-        with transaction.atomic():
-            pool.save()
-            audit_record(actor=actor, action="pool.create", obj=pool, after=snapshot(pool, POOL_FIELDS))
-    except IntegrityError:
-        raise duplicate from None
-    return pool
+    return create_audited(pool, actor=actor, action="pool.create", fields=POOL_FIELDS, duplicate=duplicate)
 
 
 def pool_delete(*, actor: Actor, pool: Pool) -> None:
@@ -55,15 +47,8 @@ def server_register(*, actor: Actor, name: str, pool: Pool, http_url: str, **fie
     server = Server(name=name, pool=pool, http_url=http_url, **fields)
     server.full_clean(validate_unique=False)
     duplicate = Conflict("name", f"A server named {name} already exists.")
-    if Server.objects.filter(name=name).exists():
-        raise duplicate
-    try:
-        with transaction.atomic():
-            server.save()
-            audit_record(actor=actor, action="server.register", obj=server, after=snapshot(server, SERVER_FIELDS))
-            transaction.on_commit(lambda: _enqueue_probe(server.pk))
-    except IntegrityError:
-        raise duplicate from None
+    create_audited(server, actor=actor, action="server.register", fields=SERVER_FIELDS, duplicate=duplicate)
+    transaction.on_commit(lambda: _enqueue_probe(server.pk))
     return server
 
 

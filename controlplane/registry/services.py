@@ -2,12 +2,12 @@
 import json
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import transaction
 
 from controlplane.accounts.access import authorize
 from controlplane.accounts.models import Role, Team
 from controlplane.audit.context import Actor
-from controlplane.audit.services import audit_record, snapshot
+from controlplane.audit.services import audit_record, create_audited, snapshot
 from controlplane.common.errors import Conflict, UpstreamError
 from controlplane.registry import storage
 from controlplane.registry.artifacts import ArtifactFile, check_required, describe, manifest_checksum
@@ -42,15 +42,7 @@ def model_create(
     )
     model.full_clean(validate_unique=False, validate_constraints=False)
     duplicate = Conflict("name", f"Team {team.slug} already has a model named {name}.")
-    if Model.objects.filter(team=team, name=name).exists():
-        raise duplicate
-    try:
-        with transaction.atomic():
-            model.save()
-            audit_record(actor=actor, action="model.create", obj=model, team=team, after=snapshot(model, MODEL_FIELDS))
-    except IntegrityError:
-        raise duplicate from None
-    return model
+    return create_audited(model, actor=actor, action="model.create", fields=MODEL_FIELDS, duplicate=duplicate, team=team)
 
 
 def _version_number(value) -> int:
