@@ -45,8 +45,8 @@ def render_spec(model: Model, spec: dict, *, versions: list[int] | None = None) 
         rendered["platform"] = TRITON_PLATFORM[model.backend]
     rendered["backend"] = model.backend
     rendered["max_batch_size"] = spec.get("max_batch_size", model.max_batch_size)
-    rendered["input"] = [dict(t) for t in model.inputs]
-    rendered["output"] = [dict(t) for t in model.outputs]
+    rendered["input"] = [_tensor(t) for t in model.inputs]
+    rendered["output"] = [_tensor(t) for t in model.outputs]
     rendered["version_policy"] = _version_policy(spec.get("version_policy"), versions)
     groups = spec.get("instance_group") or DEFAULT_INSTANCE_GROUP.get(model.backend, AUTO_INSTANCE_GROUP)
     rendered["instance_group"] = [_instance_group(g) for g in groups]
@@ -58,6 +58,12 @@ def render_spec(model: Model, spec: dict, *, versions: list[int] | None = None) 
     if (spec.get("response_cache") or {}).get("enable"):
         rendered["response_cache"] = {"enable": True}
     return rendered
+
+
+def _tensor(tensor: dict) -> dict:
+    # Keys in the proto's order (jsonb stores them sorted by length), for a readable override.
+    ordered = {key: tensor[key] for key in ("name", "data_type", "dims") if key in tensor}
+    return {**ordered, **{k: v for k, v in tensor.items() if k not in ordered}}
 
 
 def _version_policy(policy: dict | None, versions: list[int] | None) -> dict:

@@ -20,6 +20,10 @@ def serving_config_get(model: Model, revision) -> ServingConfig:
     return get_object_or_404(serving_configs_of(model), revision=revision)
 
 
+def pool_named(name: str) -> Pool | None:
+    return Pool.objects.filter(name=name).first()
+
+
 def pool_has_gpus(pool: Pool | None) -> bool | None:
     """Whether the pool's servers have GPUs: None when there is no pool or it has no servers yet
     (unknown, so GPU rules are not applied), False when none of its servers has a GPU."""
