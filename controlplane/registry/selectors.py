@@ -33,11 +33,24 @@ def version_get(model: Model, number) -> ModelVersion:
 
 
 def model_history(model: Model) -> QuerySet[AuditEvent]:
-    """The model's own events and those of its versions, newest first, in one query."""
-    version_ids = ModelVersion.objects.filter(model=model).annotate(sid=Cast("id", CharField())).values("sid")
+    """Events of the model and of what hangs off it (versions, labels, serving configs, placements),
+    newest first, in one query."""
+    from controlplane.placements.models import Placement
+    from controlplane.serving.models import ServingConfig
+
+    def ids(queryset):
+        return queryset.annotate(sid=Cast("id", CharField())).values("sid")
+
+    def of(model_class, queryset):
+        return Q(object_type=model_class._meta.label_lower, object_id__in=ids(queryset))
+
     return AuditEvent.objects.filter(
         Q(object_type=Model._meta.label_lower, object_id=str(model.pk))
-        | Q(object_type=ModelVersion._meta.label_lower, object_id__in=version_ids)
+        | of(ModelVersion, ModelVersion.objects.filter(model=model))
+        | of(ServingConfig, ServingConfig.objects.filter(model=model))
+        | of(Placement, Placement.objects.filter(model=model))
+        # labels by name, so deleted labels keep their history
+        | Q(object_type=VersionLabel._meta.label_lower, object_repr__startswith=f"{model}@")
     ).order_by("-id")
 
 

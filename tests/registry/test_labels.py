@@ -108,3 +108,18 @@ def test_model_page_move_form(client, deployer, model, versions):
     html = client.get(f"/models/{model.pk}/").content.decode()
     assert "ship" in html and "first" in html and "Move…" in html
     assert AuditEvent.objects.filter(action="label.move", source="ui").count() == 1
+
+
+def test_model_history_includes_versions_labels_and_configs(client, deployer, model, versions, team):
+    from controlplane.accounts.models import Membership, Role
+    from controlplane.registry.labels import label_delete, label_set
+    from controlplane.registry.selectors import model_history
+    from controlplane.serving.services import serving_config_save
+
+    Membership.objects.filter(user=deployer).update(role=Role.ADMIN)
+    actor = Actor(user=deployer, source="api")
+    label_set(actor=actor, model=model, name="dev", version=1, reason="try")
+    label_delete(actor=actor, model=model, name="dev", reason="done")
+    serving_config_save(actor=actor, model=model, spec={"dynamic_batching": {"max_queue_delay_microseconds": 100}}, reason="tune")
+    actions = set(model_history(model).values_list("action", flat=True))
+    assert {"model.create", "label.create", "label.delete", "serving_config.save"} <= actions
