@@ -23,12 +23,15 @@ def model_list(request):
     return render(request, "registry/model_list.html", {"filter": filterset, "page": page})
 
 
+VERSIONS_ON_PAGE = 25  # the newest; the API lists them all
+
+
 @login_required
 def model_detail(request, pk):
     model = selectors.model_get(request.user, pk)
     context = {
         "model": model,
-        "versions": selectors.versions_of(model)[:100],
+        "versions": selectors.versions_of(model)[:VERSIONS_ON_PAGE],
         "history": selectors.model_history(model)[:20],
         "labels": selectors.labels_of(model),
         "label_moves": selectors.label_history(model)[:20],
