@@ -152,6 +152,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "fleet.probe_fleet",
         "schedule": float(SWITCHYARD_PROBE_INTERVAL_SECONDS),
     },
+    "reconcile-placements": {
+        "task": "placements.reconcile_fleet",
+        "schedule": float(env.positive_int("SWITCHYARD_RECONCILE_INTERVAL_SECONDS", default=30)),
+    },
 }
 
 REST_FRAMEWORK = {

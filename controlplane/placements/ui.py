@@ -1,5 +1,67 @@
-"""What the model page shows for this app. The registry's model_detail view merges this in."""
+"""What the model page shows for this app. The registry's model_detail view merges this in.
+
+Stored state renders at once; what Triton says right now (versions, batching) arrives through
+an htmx fragment, so the page never waits on a server.
+"""
+from dataclasses import dataclass
+
+from controlplane.accounts.models import ROLE_RANK, Role
+from controlplane.accounts.selectors import role_in
+from controlplane.fleet.models import Server
+from controlplane.placements import selectors
+from controlplane.placements.models import RETRYABLE_STATES, Placement, PlacementTarget
+from controlplane.registry.selectors import versions_of
+from controlplane.serving.models import ServingConfig
+from controlplane.serving.selectors import serving_config_current
+
+FORM_VERSIONS = 20  # the newest ready versions offered in the form
+
+
+@dataclass(frozen=True)
+class TargetRow:
+    target: PlacementTarget
+    live: object | None = None  # services.LiveTarget once fetched
+
+    @property
+    def insight(self):
+        return getattr(self.live, "insight", None)
+
+
+def target_rows(placement: Placement, live: dict | None = None) -> list[TargetRow]:
+    return [TargetRow(t, (live or {}).get(t.pk)) for t in placement.targets.all() if t.is_active]
+
+
+def placement_card(placement: Placement, live: dict | None = None) -> dict:
+    rows = target_rows(placement, live)
+    return {
+        "placement": placement,
+        "rows": rows,
+        "states": selectors.target_summary(r.target for r in rows),
+        "can_retry": any(r.target.state in RETRYABLE_STATES for r in rows),
+        "max_batch_size": placement.rendered_config.get("max_batch_size"),
+        "live_loaded": live is not None,
+    }
+
+
+def can_deploy(user, team) -> bool:
+    role = role_in(user, team)
+    return role is not None and ROLE_RANK[role] >= ROLE_RANK[Role.DEPLOYER]
 
 
 def model_page_context(model, user) -> dict:
-    return {}
+    run = selectors.reconcile_last()
+    section = {
+        "cards": [placement_card(p) for p in selectors.placements_of_model(model)],
+        "removed": selectors.placements_removed_of_model(model),
+        "extras": selectors.extras_of_model(run, model),
+        "last_run": run,
+        "can_deploy": can_deploy(user, model.team),
+    }
+    if section["can_deploy"]:
+        section["form"] = {
+            "versions": list(versions_of(model).values_list("version", flat=True)[:FORM_VERSIONS]),
+            "servers": list(Server.objects.select_related("pool").order_by("pool__name", "name")),
+            "configs": list(ServingConfig.objects.filter(model=model).order_by("-revision").values_list("revision", flat=True)[:50]),
+            "current_config": serving_config_current(model),
+        }
+    return {"placements_section": section}
