@@ -123,6 +123,14 @@ SWITCHYARD_TRITON_TIMEOUT_SECONDS = env.positive_float("SWITCHYARD_TRITON_TIMEOU
 SWITCHYARD_PROBE_INTERVAL_SECONDS = env.positive_int("SWITCHYARD_PROBE_INTERVAL_SECONDS", default=15)
 SWITCHYARD_PROBE_CONCURRENCY = env.positive_int("SWITCHYARD_PROBE_CONCURRENCY", default=32)
 
+# Placements on the fleet, and the reconciler that keeps them there.
+SWITCHYARD_PLACEMENT_LOAD_TIMEOUT_SECONDS = env.positive_float("SWITCHYARD_PLACEMENT_LOAD_TIMEOUT_SECONDS", default=300.0)
+SWITCHYARD_PLACEMENT_STUCK_SECONDS = env.positive_float("SWITCHYARD_PLACEMENT_STUCK_SECONDS", default=600.0)
+SWITCHYARD_PLACEMENT_UNLOAD_WAIT_SECONDS = env.positive_float("SWITCHYARD_PLACEMENT_UNLOAD_WAIT_SECONDS", default=15.0)
+SWITCHYARD_PLACEMENT_PENDING_GRACE_SECONDS = env.positive_float("SWITCHYARD_PLACEMENT_PENDING_GRACE_SECONDS", default=60.0)
+SWITCHYARD_PLACEMENT_CONCURRENCY = env.positive_int("SWITCHYARD_PLACEMENT_CONCURRENCY", default=SWITCHYARD_PROBE_CONCURRENCY)
+SWITCHYARD_RECONCILE_INTERVAL_SECONDS = env.positive_int("SWITCHYARD_RECONCILE_INTERVAL_SECONDS", default=30)
+
 # Celery. Without a broker URL, a filesystem broker under VAR_DIR needs no server process.
 REDIS_URL = env.str("REDIS_URL", default="")
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or REDIS_URL or "filesystem://"
@@ -154,7 +162,7 @@ CELERY_BEAT_SCHEDULE = {
     },
     "reconcile-placements": {
         "task": "placements.reconcile_fleet",
-        "schedule": float(env.positive_int("SWITCHYARD_RECONCILE_INTERVAL_SECONDS", default=30)),
+        "schedule": float(SWITCHYARD_RECONCILE_INTERVAL_SECONDS),
     },
 }
 

@@ -1,4 +1,4 @@
-"""Placement settings, read from Django settings with defaults (the lead adds the env vars).
+"""Placement settings (see controlplane/settings.py and the README for the variables).
 
 Read at call time, so tests and operators can change them without a restart of the module.
 """
@@ -7,31 +7,31 @@ from django.conf import settings
 
 def load_timeout() -> float:
     """Seconds a load may take, including the wait for every wanted version to be READY."""
-    return float(getattr(settings, "SWITCHYARD_PLACEMENT_LOAD_TIMEOUT_SECONDS", 300.0))
+    return float(settings.SWITCHYARD_PLACEMENT_LOAD_TIMEOUT_SECONDS)
 
 
 def stuck_seconds() -> float:
     """A model LOADING or UNLOADING on Triton for longer than this is marked stuck."""
-    return float(getattr(settings, "SWITCHYARD_PLACEMENT_STUCK_SECONDS", 600.0))
+    return float(settings.SWITCHYARD_PLACEMENT_STUCK_SECONDS)
 
 
 def unload_wait() -> float:
     """How long an unload waits for the model to leave UNLOADING before the reconciler takes over."""
-    return float(getattr(settings, "SWITCHYARD_PLACEMENT_UNLOAD_WAIT_SECONDS", 15.0))
+    return float(settings.SWITCHYARD_PLACEMENT_UNLOAD_WAIT_SECONDS)
 
 
 def pending_grace() -> float:
     """A target still pending after this long lost its apply task (broker down?): the reconciler applies it."""
-    return float(getattr(settings, "SWITCHYARD_PLACEMENT_PENDING_GRACE_SECONDS", 60.0))
+    return float(settings.SWITCHYARD_PLACEMENT_PENDING_GRACE_SECONDS)
 
 
 def concurrency() -> int:
-    return int(getattr(settings, "SWITCHYARD_PLACEMENT_CONCURRENCY", getattr(settings, "SWITCHYARD_PROBE_CONCURRENCY", 32)))
+    return settings.SWITCHYARD_PLACEMENT_CONCURRENCY
 
 
 def call_timeout() -> float:
     """Index, config, readiness and stats calls."""
-    return float(getattr(settings, "SWITCHYARD_TRITON_TIMEOUT_SECONDS", 5.0))
+    return float(settings.SWITCHYARD_TRITON_TIMEOUT_SECONDS)
 
 
 def live_timeout() -> float:

@@ -48,6 +48,9 @@ def can_deploy(user, team) -> bool:
     return role is not None and ROLE_RANK[role] >= ROLE_RANK[Role.DEPLOYER]
 
 
+PICKER_SERVERS = 50
+
+
 def model_page_context(model, user) -> dict:
     run = selectors.reconcile_last()
     section = {
@@ -60,7 +63,9 @@ def model_page_context(model, user) -> dict:
     if section["can_deploy"]:
         section["form"] = {
             "versions": list(versions_of(model).values_list("version", flat=True)[:FORM_VERSIONS]),
-            "servers": list(Server.objects.select_related("pool").order_by("pool__name", "name")),
+            # A multi-select up to PICKER_SERVERS; past that a names field keeps the page small.
+            "servers": list(Server.objects.select_related("pool").order_by("pool__name", "name")[: PICKER_SERVERS + 1]),
+            "picker_servers": PICKER_SERVERS,
             "configs": list(ServingConfig.objects.filter(model=model).order_by("-revision").values_list("revision", flat=True)[:50]),
             "current_config": serving_config_current(model),
         }

@@ -47,7 +47,8 @@ def placement_create(request, pk):
     model = model_get(request.user, pk)
     try:
         versions = _numbers(request.POST.getlist("versions"), "versions")
-        names = request.POST.getlist("servers")
+        # the multi-select sends one value per server; the big-fleet field sends "a, b c"
+        names = [n for value in request.POST.getlist("servers") for n in value.replace(",", " ").split()]
         found = {s.name: s for s in Server.objects.filter(name__in=names)}
         servers = [found.get(n) or Server(name=n) for n in names]
         config = None

@@ -35,7 +35,7 @@ def version_get(model: Model, number) -> ModelVersion:
 def model_history(model: Model) -> QuerySet[AuditEvent]:
     """Events of the model and of what hangs off it (versions, labels, serving configs, placements),
     newest first, in one query."""
-    from controlplane.placements.models import Placement
+    from controlplane.placements.models import Placement, PlacementTarget
     from controlplane.serving.models import ServingConfig
 
     def ids(queryset):
@@ -49,6 +49,7 @@ def model_history(model: Model) -> QuerySet[AuditEvent]:
         | of(ModelVersion, ModelVersion.objects.filter(model=model))
         | of(ServingConfig, ServingConfig.objects.filter(model=model))
         | of(Placement, Placement.objects.filter(model=model))
+        | of(PlacementTarget, PlacementTarget.objects.filter(model=model))
         # labels by name, so deleted labels keep their history
         | Q(object_type=VersionLabel._meta.label_lower, object_repr__startswith=f"{model}@")
     ).order_by("-id")

@@ -122,3 +122,14 @@ def test_model_page_query_count_does_not_grow_with_placements(client, deployer, 
     services.placement_apply(placement_id=Placement.objects.order_by("-id").first().pk)
     assert Placement.objects.filter(removed_at=None).count() == 4
     assert count() == few
+
+
+def test_big_fleets_get_a_names_field_instead_of_a_picker(client, deployer, model):
+    from controlplane.fleet.models import Pool, Server
+    from controlplane.placements.ui import PICKER_SERVERS
+
+    pool = Pool.objects.create(name="big")
+    Server.objects.bulk_create(Server(name=f"t-{i}", pool=pool, http_url=f"http://127.0.0.1:{1000 + i}") for i in range(PICKER_SERVERS + 5))
+    client.force_login(deployer)
+    html = client.get(f"/models/{model.pk}/").content.decode()
+    assert 'input name="servers"' in html and html.count('<option value="t-') == 0
