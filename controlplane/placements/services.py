@@ -46,6 +46,7 @@ from controlplane.quotas.instance_groups import gpus_for_instance_groups
 from controlplane.quotas.models import ReservationKind
 from controlplane.quotas.services import QuotaExceeded, quota_release, quota_reserve
 from controlplane.registry.models import Model, ModelVersion, VersionStatus
+from controlplane.serving.validation import validate_spec
 from controlplane.serving.models import ServingConfig
 from controlplane.serving.render import render_model_config
 from controlplane.serving.selectors import serving_config_current
@@ -101,6 +102,19 @@ def _check_config(model: Model, config: ServingConfig | None) -> ServingConfig |
     return config
 
 
+def _check_config_fits(model: Model, config: ServingConfig | None, servers: list[Server]) -> None:
+    """The pinned config must suit every target server: no KIND_GPU instance group on a CPU-only one."""
+    if config is None:
+        return
+    for has_gpus in sorted({server.gpu_count > 0 for server in servers}):
+        try:
+            validate_spec(config.spec, model=model, pool_has_gpus=has_gpus)
+        except ValidationError as exc:
+            kind = "GPU" if has_gpus else "CPU-only"
+            problems = "; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in exc.message_dict.items())
+            raise ValidationError({"servers": f"Config r{config.revision} does not fit the {kind} servers: {problems}"}) from None
+
+
 def gpus_per_server(rendered: dict, server: Server, version_count: int) -> int:
     """GPUs the placement takes on one server. Triton starts every instance group once per loaded
     version, so two versions side by side take twice the GPUs of one."""
@@ -137,6 +151,7 @@ def placement_create(*, actor: Actor, model: Model, versions: list[int], servers
     numbers = [v.version for v in version_rows]
     servers = _check_servers(servers)
     config = _check_config(model, config)
+    _check_config_fits(model, config, servers)
     rendered = render_model_config(model, config, versions=numbers)
     needed = {s.pk: gpus_per_server(rendered, s, len(numbers)) for s in servers}
 

@@ -319,3 +319,21 @@ def test_reconciler_retires_targets_whose_server_was_deregistered(as_deployer, a
     placement.refresh_from_db()
     assert placement.removed_at is not None
     assert events("placement.target.removed")[0].reason == "server deregistered"
+
+
+def test_a_gpu_config_does_not_fit_cpu_only_servers(model, versions, offline_servers, gpu_servers, as_deployer, as_admin):
+    from django.core.exceptions import ValidationError
+
+    from controlplane.placements.models import Placement
+    from controlplane.placements.services import placement_create
+    from controlplane.quotas.services import quota_set
+    from tests.placements.conftest import make_config
+
+    config = make_config(model, 1, {"instance_group": [{"kind": "KIND_GPU", "count": 1}]})
+    with pytest.raises(ValidationError) as refused:
+        placement_create(actor=as_deployer, model=model, versions=[1], servers=offline_servers, config=config)
+    assert "servers" in refused.value.message_dict and "CPU-only" in refused.value.message_dict["servers"][0]
+    assert not Placement.objects.exists()
+    quota_set(actor=as_admin, team=model.team, gpus=8)
+    placement, created = placement_create(actor=as_deployer, model=model, versions=[1], servers=gpu_servers[:1], config=config)
+    assert created and placement.targets.get().gpus == 1
