@@ -216,7 +216,7 @@ def _audit_event(index: int, *, user, team, object_type: str, object_id, object_
 
 def seed_one_row(base: Base) -> None:
     """Phase "1 row": one of each object, so that every page renders a row."""
-    from controlplane.fleet.models import Pool, Server
+    from controlplane.fleet.models import Pool
 
     _version(base.model, 1, base.user).save()
     pool = Pool.objects.create(name="pool-00", description="Benchmark pool 0")

@@ -4,7 +4,7 @@ from datetime import timedelta
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
@@ -13,9 +13,7 @@ from controlplane.accounts import selectors, services, throttle
 from controlplane.accounts.api import user_by_name
 from controlplane.accounts.forms import MemberAddForm, MemberRoleForm, TokenIssueForm
 from controlplane.accounts.models import Role
-from controlplane.audit.context import Actor
-from controlplane.audit.models import Source
-from controlplane.common.errors import ServiceError
+from controlplane.common.ui import REFUSALS, flash_refusal, ui_actor
 from controlplane.quotas.ui import quota_bars
 
 
@@ -71,23 +69,6 @@ def _valid(form) -> dict:
     return form.cleaned_data
 
 
-def _fail(request, exc) -> None:
-    """Show why an action was refused, naming the field where there is one."""
-    if isinstance(exc, ValidationError) and hasattr(exc, "error_dict"):
-        text = "; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in exc.message_dict.items())
-    elif isinstance(exc, ValidationError):
-        text = " ".join(exc.messages)
-    elif isinstance(exc, ServiceError):
-        text = exc.message
-    else:
-        text = str(exc) or "You may not do that."
-    messages.error(request, text)
-
-
-def _ui(request) -> Actor:
-    return Actor.from_request(request, source=Source.UI)
-
-
 @login_required
 @require_POST
 def member_add(request, slug):
@@ -95,10 +76,10 @@ def member_add(request, slug):
     try:
         data = _valid(MemberAddForm(request.POST))
         user = user_by_name(data["username"])
-        services.membership_set(actor=_ui(request), team=team, user=user, role=data["role"])
+        services.membership_set(actor=ui_actor(request), team=team, user=user, role=data["role"])
         messages.success(request, f"{user.username} is now {data['role']} in {team.slug}.")
-    except (ValidationError, PermissionDenied, ServiceError) as exc:
-        _fail(request, exc)
+    except REFUSALS as exc:
+        flash_refusal(request, exc)
     return redirect("team")
 
 
@@ -109,10 +90,10 @@ def member_role(request, slug, username):
     membership = get_object_or_404(selectors.team_members(team), user__username=username)
     try:
         role = _valid(MemberRoleForm(request.POST))["role"]
-        services.membership_set(actor=_ui(request), team=team, user=membership.user, role=role)
+        services.membership_set(actor=ui_actor(request), team=team, user=membership.user, role=role)
         messages.success(request, f"{username} is now {role} in {team.slug}.")
-    except (ValidationError, PermissionDenied, ServiceError) as exc:
-        _fail(request, exc)
+    except REFUSALS as exc:
+        flash_refusal(request, exc)
     return redirect("team")
 
 
@@ -122,10 +103,10 @@ def member_remove(request, slug, username):
     team = get_object_or_404(selectors.visible_teams(request.user), slug=slug)
     membership = get_object_or_404(selectors.team_members(team), user__username=username)
     try:
-        services.membership_remove(actor=_ui(request), team=team, user=membership.user)
+        services.membership_remove(actor=ui_actor(request), team=team, user=membership.user)
         messages.success(request, f"{username} was removed from {team.slug}.")
-    except (ValidationError, PermissionDenied, ServiceError) as exc:
-        _fail(request, exc)
+    except REFUSALS as exc:
+        flash_refusal(request, exc)
     return redirect("team")
 
 
@@ -137,15 +118,15 @@ def token_issue(request):
         data = _valid(TokenIssueForm(request.POST))
         team = get_object_or_404(selectors.visible_teams(request.user), slug=data["team"]) if data["team"] else None
         token, secret = services.token_create(
-            actor=_ui(request),
+            actor=ui_actor(request),
             user=None if team else request.user,
             team=team,
             name=data["name"],
             scopes=data["scopes"],
             expires_at=timezone.now() + timedelta(days=data["expires_in_days"]),
         )
-    except (ValidationError, PermissionDenied, ServiceError) as exc:
-        _fail(request, exc)
+    except REFUSALS as exc:
+        flash_refusal(request, exc)
         return redirect("team")
     return _team_page(request, new_token={"token": token, "secret": secret}, status=201)
 
@@ -155,8 +136,8 @@ def token_issue(request):
 def token_revoke(request, pk):
     token = get_object_or_404(selectors.tokens_manageable(request.user), pk=pk)
     try:
-        services.token_revoke(actor=_ui(request), token=token)
+        services.token_revoke(actor=ui_actor(request), token=token)
         messages.success(request, f"Token {token.prefix} ({token.name}) is revoked.")
-    except (PermissionDenied, ServiceError) as exc:
-        _fail(request, exc)
+    except REFUSALS as exc:
+        flash_refusal(request, exc)
     return redirect("team")

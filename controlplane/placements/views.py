@@ -1,33 +1,17 @@
 """Placement actions from the model page. Every action calls a service; refusals come back as messages."""
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from controlplane.audit.context import Actor
-from controlplane.audit.models import Source
-from controlplane.common.errors import ServiceError
+from controlplane.common.ui import REFUSALS, flash_refusal, ui_actor
 from controlplane.fleet.models import Server
 from controlplane.placements import selectors, services
 from controlplane.placements.ui import placement_card
 from controlplane.registry.selectors import model_get
 from controlplane.serving.models import ServingConfig
-
-
-def _ui(request) -> Actor:
-    return Actor.from_request(request, source=Source.UI)
-
-
-def _fail(request, exc) -> None:
-    if isinstance(exc, ValidationError) and hasattr(exc, "error_dict"):
-        text = "; ".join(f"{name}: {' '.join(msgs)}" for name, msgs in exc.message_dict.items())
-    elif isinstance(exc, ServiceError):
-        text = f"{exc.field}: {exc.message}"
-    else:
-        text = " ".join(getattr(exc, "messages", [])) or str(exc) or "You may not do that."
-    messages.error(request, text)
 
 
 def _back(model_id) -> str:
@@ -58,14 +42,14 @@ def placement_create(request, pk):
             if config is None:
                 raise ValidationError({"config_revision": f"{model.name} has no config revision {revision}."})
         placement, created = services.placement_create(
-            actor=_ui(request), model=model, versions=versions, servers=servers, config=config
+            actor=ui_actor(request), model=model, versions=versions, servers=servers, config=config
         )
         if created:
             messages.success(request, f"Placement {placement.pk} created; loading on {len(servers)} server(s).")
         else:
             messages.info(request, f"Placement {placement.pk} already places exactly this; nothing changed.")
-    except (ValidationError, PermissionDenied, ServiceError) as exc:
-        _fail(request, exc)
+    except REFUSALS as exc:
+        flash_refusal(request, exc)
     return redirect(_back(model.pk))
 
 
@@ -74,13 +58,13 @@ def placement_create(request, pk):
 def placement_retry(request, pk):
     placement = selectors.placement_get(request.user, pk)
     try:
-        moved = services.placement_retry(actor=_ui(request), placement=placement)
+        moved = services.placement_retry(actor=ui_actor(request), placement=placement)
         if moved:
             messages.success(request, f"Retrying placement {placement.pk} on {', '.join(t.server_name for t in moved)}.")
         else:
             messages.info(request, f"Placement {placement.pk} has no failed or stuck server to retry.")
-    except (ValidationError, PermissionDenied, ServiceError) as exc:
-        _fail(request, exc)
+    except REFUSALS as exc:
+        flash_refusal(request, exc)
     return redirect(_back(placement.model_id))
 
 
@@ -89,10 +73,10 @@ def placement_retry(request, pk):
 def placement_remove(request, pk):
     placement = selectors.placement_get(request.user, pk)
     try:
-        services.placement_remove(actor=_ui(request), placement=placement)
+        services.placement_remove(actor=ui_actor(request), placement=placement)
         messages.success(request, f"Placement {placement.pk} removed; unloading from its servers.")
-    except (ValidationError, PermissionDenied, ServiceError) as exc:
-        _fail(request, exc)
+    except REFUSALS as exc:
+        flash_refusal(request, exc)
     return redirect(_back(placement.model_id))
 
 

@@ -1,19 +1,16 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from controlplane.accounts.models import ROLE_RANK, Role
 from controlplane.accounts.selectors import role_in
-from controlplane.audit.context import Actor
-from controlplane.audit.models import Source
-from controlplane.common.errors import ServiceError
+from controlplane.common.ui import REFUSALS, flash_refusal, ui_actor
 from controlplane.placements import ui as placements_ui
 from controlplane.registry import labels, selectors
-from controlplane.serving import ui as serving_ui
 from controlplane.registry.filters import ModelFilterSet
+from controlplane.serving import ui as serving_ui
 
 
 @login_required
@@ -42,13 +39,6 @@ def model_detail(request, pk):
     return render(request, "registry/model_detail.html", context)
 
 
-def _label_error(request, exc) -> None:
-    if isinstance(exc, ValidationError) and hasattr(exc, "error_dict"):
-        messages.error(request, "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items()))
-    else:
-        messages.error(request, getattr(exc, "message", None) or str(exc))
-
-
 def _int_or_none(value: str):
     """'' -> None, '3' -> 3; anything else stays a string so the service names the bad field."""
     value = (value or "").strip()
@@ -68,7 +58,7 @@ def label_move(request, pk):
     name = request.POST.get("name", "")
     try:
         label, changed = labels.label_set(
-            actor=Actor.from_request(request, source=Source.UI),
+            actor=ui_actor(request),
             model=model,
             name=name,
             version=_int_or_none(request.POST.get("version")),
@@ -76,8 +66,8 @@ def label_move(request, pk):
             expected_version=_int_or_none(request.POST.get("expected_version")),
         )
         messages.success(request, f"{name} now points at v{label.version.version}." if changed else f"{name} already points there.")
-    except (ValidationError, PermissionDenied, ServiceError) as exc:
-        _label_error(request, exc)
+    except REFUSALS as exc:
+        flash_refusal(request, exc)
     return redirect(f"{model.get_absolute_url()}#labels")
 
 
@@ -87,8 +77,8 @@ def label_delete(request, pk):
     model = selectors.model_get(request.user, pk)
     name = request.POST.get("name", "")
     try:
-        labels.label_delete(actor=Actor.from_request(request, source=Source.UI), model=model, name=name, reason=request.POST.get("reason", ""))
+        labels.label_delete(actor=ui_actor(request), model=model, name=name, reason=request.POST.get("reason", ""))
         messages.success(request, f"Label {name} deleted.")
-    except (ValidationError, PermissionDenied, ServiceError) as exc:
-        _label_error(request, exc)
+    except REFUSALS as exc:
+        flash_refusal(request, exc)
     return redirect(f"{model.get_absolute_url()}#labels")

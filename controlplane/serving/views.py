@@ -9,8 +9,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from controlplane.audit.context import Actor
-from controlplane.audit.models import Source
+from controlplane.common.ui import flash_refusal, ui_actor
 from controlplane.registry.selectors import model_get
 from controlplane.serving import selectors, services, ui
 from controlplane.serving.diff import spec_diff
@@ -66,13 +65,13 @@ def serving_save(request, pk):
             # Show the spec's own problems too, not only the missing reason.
             errors = {**serving_config_preview(model, spec)["errors"], **errors}
             raise ValidationError(errors)
-        config = services.serving_config_save(actor=Actor.from_request(request, Source.UI), model=model, spec=spec,
+        config = services.serving_config_save(actor=ui_actor(request), model=model, spec=spec,
                                               reason=reason)
     except PermissionDenied as exc:
         return _refused(request, model, str(exc))
     except ValidationError as exc:
         if not _is_htmx(request):
-            messages.error(request, "; ".join(f"{k}: {' '.join(v)}" for k, v in exc.message_dict.items()))
+            flash_refusal(request, exc)
             return redirect(f"{reverse('model-detail', args=[model.pk])}#serving-config")
         return _section(request, model, form=form, errors=exc.message_dict,
                         preview=ui.preview_context(serving_config_preview(model, spec)))
@@ -88,7 +87,7 @@ def serving_rollback(request, pk, revision):
     selectors.serving_config_get(model, revision)
     reason = request.POST.get("reason") or request.headers.get("HX-Prompt") or ""
     try:
-        config = services.serving_config_rollback(actor=Actor.from_request(request, Source.UI), model=model,
+        config = services.serving_config_rollback(actor=ui_actor(request), model=model,
                                                   revision=revision, reason=reason)
     except PermissionDenied as exc:
         return _refused(request, model, str(exc))

@@ -13,7 +13,6 @@ from playwright.sync_api import expect
 from controlplane.accounts.models import Team
 from controlplane.audit.context import Actor
 from controlplane.fleet.models import Pool, Server
-from controlplane.quotas.models import ReservationKind
 from controlplane.quotas.selectors import quota_usage
 from controlplane.quotas.services import quota_reserve, quota_set
 from tests.quotas.conftest import make_model, make_version
