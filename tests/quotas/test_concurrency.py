@@ -17,10 +17,15 @@ from controlplane.audit.models import AuditEvent
 from controlplane.quotas.models import GpuQuota, Reservation, ReservationKind
 from controlplane.quotas.services import QuotaExceeded, quota_release, quota_reserve, quota_set
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif("connection.vendor != 'postgresql'", reason="row locks need PostgreSQL"),
-]
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def _postgresql_only():
+    """Row locks are what these tests prove; SQLite has none, so refuse to run there rather than pass."""
+    from django.db import connection
+
+    assert connection.vendor == "postgresql", "the quota race tests need PostgreSQL: run them with `make test`"
 
 THREADS = 24
 EACH = 2  # GPUs per request

@@ -11,6 +11,7 @@ changes: a later migration that alters AuditEvent must create the SQLite trigger
 (tests/audit/test_append_only.py checks that they exist after all migrations).
 """
 import django.utils.timezone
+from django.core.exceptions import ImproperlyConfigured
 from django.db import migrations, models
 
 from controlplane.audit import chain
@@ -52,7 +53,7 @@ def create_triggers(apps, schema_editor):
         for sql in SQLITE_CREATE:
             schema_editor.execute(sql)
     else:
-        raise NotImplementedError(f"No append-only triggers for {vendor}; write them before using it.")
+        raise ImproperlyConfigured(f"Switchyard's audit log has append-only triggers for PostgreSQL and SQLite, not {vendor}.")
 
 
 def drop_triggers(apps, schema_editor):
