@@ -7,9 +7,11 @@ from controlplane.accounts.services import membership_set, team_create
 from controlplane.audit.context import Actor
 from controlplane.devstack.testmodels import TEST_MODEL_INPUTS, TEST_MODEL_OUTPUTS, python_model_files
 from controlplane.fleet.services import fleet_probe, pool_create, server_register
+from controlplane.placements.services import placement_apply, placement_create
 from controlplane.quotas.services import quota_set
 from controlplane.registry.labels import label_set
 from controlplane.registry.services import model_create, version_register
+from controlplane.serving.services import serving_config_save
 
 IO = {"inputs": TEST_MODEL_INPUTS, "outputs": TEST_MODEL_OUTPUTS}
 
@@ -45,10 +47,21 @@ class Command(BaseCommand):
         quota_set(actor=actor, team=vision, gpus=8, reason="demo")
         quota_set(actor=actor, team=speech, gpus=4, reason="demo")
         pool = pool_create(actor=actor, name="cpu-local", description="tritonservers started by make demo")
+        registered = []
         for spec in filter(None, servers.split(",")):
             name, urls = spec.split("=", 1)
             http_url, grpc_url, metrics_url = urls.split("|")
-            server_register(actor=actor, name=name, pool=pool, http_url=http_url, grpc_url=grpc_url,
-                            metrics_url=metrics_url, labels={"zone": "local"})
+            registered.append(server_register(actor=actor, name=name, pool=pool, http_url=http_url, grpc_url=grpc_url,
+                                              metrics_url=metrics_url, labels={"zone": "local"}))
+        if registered:
+            # Load the stable version where the demo can see it: batching on, two CPU instances.
+            config = serving_config_save(
+                actor=actor, model=fraud, reason="demo: batch up to 8 with a 2 ms window",
+                spec={"dynamic_batching": {"preferred_batch_size": [4, 8], "max_queue_delay_microseconds": 2000},
+                      "instance_group": [{"kind": "KIND_CPU", "count": 2}]},
+            )
+            placement, _ = placement_create(actor=actor, model=fraud, versions=[2], config=config,
+                                            servers=registered[:2])
+            placement_apply(placement_id=placement.pk, actor=system)
         counts = fleet_probe(actor=system)
-        self.stdout.write(f"seeded 2 teams, 3 models, 5 versions; fleet: {counts}")
+        self.stdout.write(f"seeded 2 teams, 3 models, 5 versions, 1 placement; fleet: {counts}")
