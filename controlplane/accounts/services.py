@@ -132,7 +132,7 @@ def token_create(
     else:
         if actor.user is not None and actor.user != user:
             authorize_platform_admin(actor)
-        require_scope(actor, Scope.READ)
+        require_scope(actor, Scope.ADMIN)  # else a read-only token could mint itself a stronger one
         ceiling = _highest_role(user)
     if wanted > ceiling:
         raise PermissionDenied(f"A token cannot have more rights than its owner's role; {', '.join(scopes)} is too much.")
@@ -159,6 +159,8 @@ def token_revoke(*, actor: Actor, token: ApiToken, reason: str = "") -> ApiToken
         authorize(actor, token.team, Role.ADMIN)
     elif actor.user != token.user:
         authorize_platform_admin(actor)
+    else:
+        require_scope(actor, Scope.ADMIN)  # managing tokens through a token is an admin act
     with transaction.atomic():
         changed = ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
         token.refresh_from_db()

@@ -110,3 +110,16 @@ def test_token_keeps_to_its_owners_current_role(api, team_admin, deployer, model
     Membership.objects.filter(user=deployer).update(role=Role.VIEWER)
     response = bearer(api, secret).post("/api/v1/models/", model_payload(), format="json")
     assert response.status_code == 403 and not Model.objects.exists()
+
+
+def test_a_read_only_token_cannot_mint_or_revoke_tokens(api, team_admin):
+    """Managing tokens through a token needs the admin scope, whatever the owner's role."""
+    owner = api(team_admin)
+    read = owner.post(URL, {"name": "ro", "scopes": ["read"]}, format="json").json()
+    client = bearer(api, read["secret"])
+    minted = client.post(URL, {"name": "escalate", "scopes": ["admin"]}, format="json")
+    assert minted.status_code == 403 and "admin scope" in minted.json()["detail"]
+    assert client.post(f"{URL}{read['id']}/revoke/").status_code == 403
+    assert list(ApiToken.objects.values_list("name", flat=True)) == ["ro"]
+    admin_token = owner.post(URL, {"name": "adm", "scopes": ["admin"]}, format="json").json()
+    assert bearer(api, admin_token["secret"]).post(URL, {"name": "ci", "scopes": ["deploy"]}, format="json").status_code == 201
