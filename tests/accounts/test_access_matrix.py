@@ -13,12 +13,17 @@ import pytest
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from controlplane.accounts.models import Membership, Role, Team
+from controlplane.accounts.models import ApiToken, Membership, Role, Team
 from controlplane.accounts.services import token_create
 from controlplane.audit.context import Actor
 from controlplane.audit.models import AuditEvent
 from controlplane.fleet.models import Pool, Server
+from controlplane.placements.models import TargetState
+from controlplane.placements.services import placement_create
+from controlplane.registry.labels import label_set
+from controlplane.registry.models import ModelVersion, VersionStatus
 from controlplane.registry.services import model_create
+from controlplane.serving.services import serving_config_save
 from tests.conftest import TENSORS_IN, TENSORS_OUT, _user
 
 RANK = {"viewer": 1, "deployer": 2, "admin": 3}
@@ -31,7 +36,7 @@ class Action:
     method: str
     path: Callable[[dict, str], str]  # (world, team slug) -> url
     body: Callable[[dict, str], dict] | None
-    needs: str  # "viewer" | "deployer" | "admin" | "platform"
+    needs: str  # "viewer" | "deployer" | "admin" (in the target team) | "platform" | "self" (one's own account)
     ui: bool = False
     multipart: bool = False
 
@@ -47,7 +52,7 @@ ACTIONS = [
     Action("api: register model", "post", lambda w, t: "/api/v1/models/",
            lambda w, t: {"team": t, "name": "new-model", "backend": "python", "inputs": TENSORS_IN, "outputs": TENSORS_OUT}, "deployer"),
     Action("api: register version", "post", lambda w, t: f"/api/v1/models/{w['models'][t].pk}/versions/",
-           lambda w, t: {"version": 1, "files": [_upload()]}, "deployer", multipart=True),
+           lambda w, t: {"version": 3, "files": [_upload()]}, "deployer", multipart=True),
     Action("api: register server", "post", lambda w, t: "/api/v1/servers/",
            lambda w, t: {"name": "new-server", "pool": "cpu", "http_url": "http://127.0.0.1:9"}, "platform"),
     Action("api: update server", "patch", lambda w, t: f"/api/v1/servers/{w['server'].pk}/", lambda w, t: {"gpu_count": 2}, "platform"),
@@ -67,6 +72,36 @@ ACTIONS = [
     Action("ui: issue team token", "post", lambda w, t: "/team/tokens/",
            lambda w, t: {"name": "ci", "scopes": ["read"], "expires_in_days": 7, "team": t}, "admin", ui=True),
     Action("ui: revoke team token", "post", lambda w, t: f"/team/tokens/{w['tokens'][t].pk}/revoke/", None, "admin", ui=True),
+    Action("api: set quota (patch)", "patch", lambda w, t: f"/api/v1/quotas/{t}/", lambda w, t: {"gpus": 5}, "platform"),
+    Action("api: issue personal token", "post", lambda w, t: "/api/v1/tokens/", lambda w, t: {"name": "mine", "scopes": ["read"]}, "self"),
+    Action("api: revoke personal token", "post", lambda w, t: f"/api/v1/tokens/{w['mine'].pk}/revoke/", None, "self"),
+    Action("api: move label", "put", lambda w, t: f"/api/v1/models/{w['models'][t].pk}/labels/stable/",
+           lambda w, t: {"version": 2, "reason": "release"}, "deployer"),
+    Action("api: delete label", "delete", lambda w, t: f"/api/v1/models/{w['models'][t].pk}/labels/stable/",
+           lambda w, t: {"reason": "done"}, "deployer"),
+    Action("api: save serving config", "post", lambda w, t: f"/api/v1/models/{w['models'][t].pk}/serving-configs/",
+           lambda w, t: {"spec": {"dynamic_batching": {"max_queue_delay_microseconds": 500}}, "reason": "tune"}, "admin"),
+    Action("api: roll back serving config", "post", lambda w, t: f"/api/v1/models/{w['models'][t].pk}/serving-configs/1/rollback/",
+           lambda w, t: {"reason": "undo"}, "admin"),
+    Action("api: place model", "post", lambda w, t: "/api/v1/placements/",
+           lambda w, t: {"model": w["models"][t].pk, "versions": [2], "servers": ["s2"]}, "deployer"),
+    Action("api: retry placement", "post", lambda w, t: f"/api/v1/placements/{w['placements'][t].pk}/retry/", None, "deployer"),
+    Action("api: remove placement", "delete", lambda w, t: f"/api/v1/placements/{w['placements'][t].pk}/", None, "deployer"),
+    Action("ui: issue personal token", "post", lambda w, t: "/team/tokens/",
+           lambda w, t: {"name": "mine", "scopes": ["read"], "expires_in_days": 7}, "self", ui=True),
+    Action("ui: revoke personal token", "post", lambda w, t: f"/team/tokens/{w['mine'].pk}/revoke/", None, "self", ui=True),
+    Action("ui: move label", "post", lambda w, t: f"/models/{w['models'][t].pk}/labels/move/",
+           lambda w, t: {"name": "stable", "version": "2", "reason": "release", "expected_version": "1"}, "deployer", ui=True),
+    Action("ui: delete label", "post", lambda w, t: f"/models/{w['models'][t].pk}/labels/delete/",
+           lambda w, t: {"name": "stable", "reason": "done"}, "deployer", ui=True),
+    Action("ui: save serving config", "post", lambda w, t: f"/models/{w['models'][t].pk}/serving-config/save/",
+           lambda w, t: {"dynamic_batching": "on", "max_queue_delay_microseconds": "500", "reason": "tune"}, "admin", ui=True),
+    Action("ui: roll back serving config", "post", lambda w, t: f"/models/{w['models'][t].pk}/serving-config/1/rollback/",
+           lambda w, t: {"reason": "undo"}, "admin", ui=True),
+    Action("ui: place model", "post", lambda w, t: f"/models/{w['models'][t].pk}/placements/",
+           lambda w, t: {"versions": "2", "servers": "s2"}, "deployer", ui=True),
+    Action("ui: retry placement", "post", lambda w, t: f"/placements/{w['placements'][t].pk}/retry/", None, "deployer", ui=True),
+    Action("ui: remove placement", "post", lambda w, t: f"/placements/{w['placements'][t].pk}/remove/", None, "deployer", ui=True),
 ]
 # Who acts: (name, role in vision or None, platform admin?, via a read-only token?)
 ACTORS = [
@@ -84,7 +119,7 @@ def allowed(action: Action, actor: tuple, target: str) -> bool:
     name, role, platform, read_token = actor
     if name == "anonymous" or read_token:
         return False
-    if platform:
+    if platform or action.needs == "self":
         return True
     if action.needs == "platform":
         return False
@@ -99,7 +134,7 @@ CASES = [
     pytest.param(action, actor, target, id=f"{action.name}|{actor[0]}|{target}")
     for action in ACTIONS
     for actor in ACTORS
-    for target in (TEAMS if action.needs != "platform" else ("vision",))
+    for target in (TEAMS if action.needs not in ("platform", "self") else ("vision",))
 ]
 
 
@@ -117,7 +152,8 @@ def world(db, s3):
     _user("newbie")
     people["platform"] = _user("platform", is_staff=True)
     models = {
-        slug: model_create(actor=system, team=team, name="m", backend="python", inputs=TENSORS_IN, outputs=TENSORS_OUT)
+        slug: model_create(actor=system, team=team, name="m", backend="python", max_batch_size=8,
+                           inputs=TENSORS_IN, outputs=TENSORS_OUT)
         for slug, team in teams.items()
     }
     soon = timezone.now() + timedelta(days=1)
@@ -125,8 +161,33 @@ def world(db, s3):
     pool = Pool.objects.create(name="cpu")
     Pool.objects.create(name="empty")
     server = Server.objects.create(name="s1", pool=pool, http_url="http://127.0.0.1:9")
+    placed_on = Server.objects.create(name="s2", pool=pool, http_url="http://127.0.0.1:9")
+    placements = {}
+    for slug, model in models.items():
+        for number in (1, 2):
+            ModelVersion.objects.create(model=model, version=number, status=VersionStatus.READY,
+                                        artifact_uri=f"s3://b/r/{model.triton_name}/{number}/", checksum=f"sha256:{number}")
+        label_set(actor=system, model=model, name="stable", version=1, reason="first")
+        serving_config_save(actor=system, model=model, spec={}, reason="defaults")
+        serving_config_save(actor=system, model=model, spec={"dynamic_batching": {}}, reason="batch")
+        placements[slug], _ = placement_create(actor=system, model=model, versions=[1], servers=[placed_on])
+        placements[slug].targets.update(state=TargetState.FAILED, error="load failed")  # so retry has work
+    for user in people.values():  # everyone has a personal token to revoke
+        token_create(actor=system, user=user, name="old", scopes=["read"], expires_at=soon)
     read_token = token_create(actor=system, user=people["admin-vision"], name="ro", scopes=["read"], expires_at=soon)[1]
-    return {"teams": teams, "people": people, "models": models, "tokens": tokens, "server": server, "read_token": read_token}
+    return {"teams": teams, "people": people, "models": models, "tokens": tokens, "server": server,
+            "placements": placements, "read_token": read_token}
+
+
+def acting_user(world, actor):
+    name, role, platform, read_token = actor
+    if name == "anonymous":
+        return world["people"]["deployer-vision"]  # an anonymous caller tries someone's token
+    if name == "outsider-admin":
+        return world["people"]["admin-speech"]
+    if platform:
+        return world["people"]["platform"]
+    return world["people"][f"{role}-vision"]
 
 
 def client_for(world, actor) -> APIClient:
@@ -147,6 +208,7 @@ def client_for(world, actor) -> APIClient:
 def test_matrix(world, action, actor, target, settings):
     settings.SWITCHYARD_TRITON_TIMEOUT_SECONDS = 1
     client = client_for(world, actor)
+    world["mine"] = ApiToken.objects.get(user=acting_user(world, actor), name="old")
     before = AuditEvent.objects.count()
     body = action.body(world, target) if action.body else None
     kwargs = {"format": "multipart" if action.multipart else "json"} if not action.ui else {}
@@ -157,7 +219,7 @@ def test_matrix(world, action, actor, target, settings):
         if actor[0] == "anonymous" or actor[3]:
             assert response.status_code == 302 and "/login/" in response["Location"]
         else:
-            assert response.status_code in (201, 302, 404)
+            assert response.status_code in (201, 302, 403, 404)
     elif expected:
         assert 200 <= response.status_code < 300, (response.status_code, getattr(response, "data", None))
     else:
@@ -167,5 +229,5 @@ def test_matrix(world, action, actor, target, settings):
 
 def test_matrix_size():
     """The note reports this number; keep it honest."""
-    assert len(CASES) == sum(len(TEAMS) if a.needs != "platform" else 1 for a in ACTIONS) * len(ACTORS)
+    assert len(CASES) == sum(len(TEAMS) if a.needs not in ("platform", "self") else 1 for a in ACTIONS) * len(ACTORS)
     assert len({a.name for a in ACTIONS}) == len(ACTIONS)
