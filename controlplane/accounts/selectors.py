@@ -38,3 +38,13 @@ def tokens_manageable(user) -> QuerySet[ApiToken]:
         return tokens
     admin_teams = Membership.objects.filter(user=user, role=Role.ADMIN).values("team_id")
     return tokens.filter(Q(user=user, team__isnull=True) | Q(team_id__in=admin_teams))
+
+
+TEAM_HISTORY_TYPES = ["accounts.team", "accounts.membership", "accounts.apitoken", "quotas.gpuquota"]
+
+
+def team_history(team: Team):
+    """The team's own changes (members, tokens, quota), newest first; its models have their own pages."""
+    from controlplane.audit.models import AuditEvent
+
+    return AuditEvent.objects.filter(team=team, object_type__in=TEAM_HISTORY_TYPES).order_by("-id")

@@ -43,6 +43,7 @@ def _team_page(request, *, new_token=None, status=200):
             "members": selectors.team_members(team),
             "is_admin": selectors.role_in(request.user, team) == Role.ADMIN,
             "tokens": selectors.tokens_manageable(request.user).filter(team=team),
+            "history": selectors.team_history(team)[:10],
         }
         for team in teams
     ]

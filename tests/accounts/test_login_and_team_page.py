@@ -80,3 +80,16 @@ def test_viewers_see_no_admin_forms(client, viewer):
     response = client.post("/team/vision/members/", {"username": "vic", "role": "admin"}, follow=True)
     assert b"needs the admin role" in response.content
     assert Membership.objects.get(user=viewer).role == Role.VIEWER
+
+
+def test_team_page_shows_the_teams_own_history(client, team, viewer):
+    from controlplane.accounts.services import membership_set
+    from controlplane.audit.context import Actor
+
+    admin = _user("ada")
+    Membership.objects.create(user=admin, team=team, role=Role.ADMIN)
+    membership_set(actor=Actor(user=admin, source="ui"), team=team, user=viewer, role=Role.DEPLOYER)
+    client.force_login(viewer)
+    html = client.get("/team/").content.decode()
+    history = html.split('id="history-title-')[1]
+    assert "membership.set" in history and "ada" in history

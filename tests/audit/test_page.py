@@ -107,7 +107,7 @@ def test_the_chain_badge_says_whether_the_chain_verifies(log, viewer):
 
 def test_a_model_page_shows_its_own_history(model, deployer):
     page = signed_in(deployer).get(f"/models/{model.pk}/").content.decode()
-    history = page.split('id="history-title"')[1].split("</section>")[0]
+    history = page.split('id="history-title-')[1].split("</section>")[0]
     assert "model.create" in history and "dana" in history
     assert "<code>name</code>" in history and "fraud-scorer" in history  # the after snapshot
     assert f'href="/audit/?object_type=registry.model&amp;object_id={model.pk}"' in history
