@@ -1,7 +1,5 @@
 from datetime import timedelta
 
-from django.contrib.auth import get_user_model
-from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.utils import extend_schema
@@ -43,13 +41,6 @@ class MemberRoleSerializer(StrictSerializer):
     role = serializers.ChoiceField(choices=Role.choices)
 
 
-def user_by_name(username: str, field: str = "username"):
-    user = get_user_model().objects.filter(username=username, is_active=True).first()
-    if user is None:
-        raise ValidationError({field: f"No active user named {username!r}."})
-    return user
-
-
 class TeamViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = TeamSerializer
     filterset_fields = ["slug"]
@@ -73,7 +64,7 @@ class TeamViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
             return Response(MemberSerializer(selectors.team_members(team), many=True).data)
         data = validated(MemberAddSerializer, request)
         membership = services.membership_set(
-            actor=Actor.from_request(request), team=team, user=user_by_name(data["username"]), role=data["role"]
+            actor=Actor.from_request(request), team=team, user=selectors.user_by_username(data["username"]), role=data["role"]
         )
         return Response(MemberSerializer(membership).data, status=status.HTTP_201_CREATED)
 
@@ -91,14 +82,6 @@ class TeamViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
         data = validated(MemberRoleSerializer, request)
         membership = services.membership_set(actor=actor, team=team, user=membership.user, role=data["role"])
         return Response(MemberSerializer(membership).data)
-
-
-def team_for_write(user, slug: str, field: str = "team") -> Team:
-    """Resolve a team named in a request body. Unknown and foreign teams get the same answer."""
-    team = selectors.visible_teams(user).filter(slug=slug).first()
-    if team is None:
-        raise ValidationError({field: f"No team named {slug!r} among your teams."})
-    return team
 
 
 class TokenSerializer(serializers.ModelSerializer):
@@ -140,7 +123,7 @@ class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     @extend_schema(request=TokenCreateSerializer, responses={201: TokenCreatedSerializer})
     def create(self, request):
         data = validated(TokenCreateSerializer, request)
-        team = team_for_write(request.user, data["team"]) if "team" in data else None
+        team = selectors.team_for_write(request.user, data["team"]) if "team" in data else None
         token, secret = services.token_create(
             actor=Actor.from_request(request),
             user=None if team else request.user,

@@ -1,6 +1,8 @@
+from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.db.models import Q, QuerySet
 
-from controlplane.accounts.models import ApiToken, Membership, Role, Team
+from controlplane.accounts.models import ROLE_RANK, ApiToken, Membership, Role, Team
 
 
 def is_platform_admin(user) -> bool:
@@ -21,6 +23,27 @@ def role_in(user, team: Team) -> str | None:
         return Role.ADMIN
     membership = Membership.objects.filter(user=user, team=team).only("role").first()
     return membership.role if membership else None
+
+
+def has_role(user, team: Team, role: str) -> bool:
+    """Whether the user holds at least ``role`` in the team (what pages use to show controls)."""
+    current = role_in(user, team)
+    return current is not None and ROLE_RANK[current] >= ROLE_RANK[role]
+
+
+def team_for_write(user, slug: str, field: str = "team") -> Team:
+    """Resolve a team named in a request. Unknown and foreign teams get the same answer."""
+    team = visible_teams(user).filter(slug=slug).first()
+    if team is None:
+        raise ValidationError({field: f"No team named {slug!r} among your teams."})
+    return team
+
+
+def user_by_username(username: str, field: str = "username"):
+    user = get_user_model().objects.filter(username=username, is_active=True).first()
+    if user is None:
+        raise ValidationError({field: f"No active user named {username!r}."})
+    return user
 
 
 def team_members(team: Team) -> QuerySet[Membership]:

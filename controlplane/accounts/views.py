@@ -10,7 +10,6 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from controlplane.accounts import selectors, services, throttle
-from controlplane.accounts.api import user_by_name
 from controlplane.accounts.forms import MemberAddForm, MemberRoleForm, TokenIssueForm
 from controlplane.accounts.models import Role
 from controlplane.common.ui import REFUSALS, flash_refusal, ui_actor
@@ -41,7 +40,7 @@ def _team_page(request, *, new_token=None, status=200):
             "team": team,
             "quota_bar": bars[team.pk],
             "members": selectors.team_members(team),
-            "is_admin": selectors.role_in(request.user, team) == Role.ADMIN,
+            "is_admin": selectors.has_role(request.user, team, Role.ADMIN),
             "tokens": selectors.tokens_manageable(request.user).filter(team=team),
             "history": selectors.team_history(team)[:10],
         }
@@ -76,7 +75,7 @@ def member_add(request, slug):
     team = get_object_or_404(selectors.visible_teams(request.user), slug=slug)
     try:
         data = _valid(MemberAddForm(request.POST))
-        user = user_by_name(data["username"])
+        user = selectors.user_by_username(data["username"])
         services.membership_set(actor=ui_actor(request), team=team, user=user, role=data["role"])
         messages.success(request, f"{user.username} is now {data['role']} in {team.slug}.")
     except REFUSALS as exc:

@@ -5,8 +5,8 @@ an htmx fragment, so the page never waits on a server.
 """
 from dataclasses import dataclass
 
-from controlplane.accounts.models import ROLE_RANK, Role
-from controlplane.accounts.selectors import role_in
+from controlplane.accounts.models import Role
+from controlplane.accounts.selectors import has_role
 from controlplane.fleet.models import Server
 from controlplane.placements import selectors
 from controlplane.placements.models import RETRYABLE_STATES, Placement, PlacementTarget
@@ -43,11 +43,6 @@ def placement_card(placement: Placement, live: dict | None = None) -> dict:
     }
 
 
-def can_deploy(user, team) -> bool:
-    role = role_in(user, team)
-    return role is not None and ROLE_RANK[role] >= ROLE_RANK[Role.DEPLOYER]
-
-
 PICKER_SERVERS = 50
 
 
@@ -58,7 +53,7 @@ def model_page_context(model, user) -> dict:
         "removed": selectors.placements_removed_of_model(model),
         "extras": selectors.extras_of_model(run, model),
         "last_run": run,
-        "can_deploy": can_deploy(user, model.team),
+        "can_deploy": has_role(user, model.team, Role.DEPLOYER),
     }
     if section["can_deploy"]:
         section["form"] = {

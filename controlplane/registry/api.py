@@ -5,7 +5,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, parsers, serializers, status, viewsets
 from rest_framework.response import Response
 
-from controlplane.accounts.api import team_for_write
+from controlplane.accounts.selectors import team_for_write
 from controlplane.audit.context import Actor
 from controlplane.common.api import StrictSerializer, validated
 from controlplane.common.errors import PayloadTooLarge

@@ -4,8 +4,8 @@ from django.core.paginator import Paginator
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from controlplane.accounts.models import ROLE_RANK, Role
-from controlplane.accounts.selectors import role_in
+from controlplane.accounts.models import Role
+from controlplane.accounts.selectors import has_role
 from controlplane.common.ui import REFUSALS, flash_refusal, ui_actor
 from controlplane.placements import ui as placements_ui
 from controlplane.registry import labels, selectors
@@ -32,7 +32,7 @@ def model_detail(request, pk):
         "history": selectors.model_history(model)[:20],
         "labels": selectors.labels_of(model),
         "label_moves": selectors.label_history(model)[:20],
-        "can_deploy": ROLE_RANK.get(role_in(request.user, model.team), 0) >= ROLE_RANK[Role.DEPLOYER],
+        "can_deploy": has_role(request.user, model.team, Role.DEPLOYER),
     }
     context.update(serving_ui.model_page_context(model, request.user))
     context.update(placements_ui.model_page_context(model, request.user))

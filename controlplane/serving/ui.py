@@ -8,7 +8,7 @@ import json
 import re
 
 from controlplane.accounts.models import Role
-from controlplane.accounts.selectors import role_in
+from controlplane.accounts.selectors import has_role
 from controlplane.registry.models import Model
 from controlplane.serving import selectors
 from controlplane.serving.diff import spec_diff
@@ -64,7 +64,7 @@ def section_context(model: Model, user, *, form: dict | None = None, errors: dic
             "previous": config.revision - 1 if config.revision > 1 else None,
         })
     spec = current.spec if current else defaults
-    can_edit = role_in(user, model.team) == Role.ADMIN
+    can_edit = has_role(user, model.team, Role.ADMIN)
     errors = errors or {}
     form = form if form is not None else form_from_spec(spec, model)
     field_errors, other_errors = errors_by_field(errors)
