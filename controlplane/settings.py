@@ -34,6 +34,7 @@ INSTALLED_APPS = [
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "csp",
     "controlplane.common",
     "controlplane.accounts",
     "controlplane.audit",
@@ -46,6 +47,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "csp.middleware.CSPMiddleware",
     "controlplane.common.middleware.RequestIdMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -117,6 +119,17 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
 SWITCHYARD_S3_ENDPOINT_URL = env.str("SWITCHYARD_S3_ENDPOINT_URL", default="") or None
 SWITCHYARD_S3_BUCKET = env.str("SWITCHYARD_S3_BUCKET", default="switchyard-models")
 SWITCHYARD_S3_PREFIX = env.str("SWITCHYARD_S3_PREFIX", default="repo").strip("/")
+# Where CI stages a build before registering it: s3://<bucket>/<staging prefix>/<team>/... A team
+# registers only from its own staging area, never from the repository, so no team can copy
+# another team's artifacts through Switchyard.
+SWITCHYARD_S3_STAGING_PREFIX = env.str("SWITCHYARD_S3_STAGING_PREFIX", default="staging").strip("/")
+if not SWITCHYARD_S3_PREFIX or not SWITCHYARD_S3_STAGING_PREFIX:
+    raise ImproperlyConfigured("SWITCHYARD_S3_PREFIX and SWITCHYARD_S3_STAGING_PREFIX must not be empty")
+if any(
+    a == b or a.startswith(f"{b}/")
+    for a, b in ((SWITCHYARD_S3_PREFIX, SWITCHYARD_S3_STAGING_PREFIX), (SWITCHYARD_S3_STAGING_PREFIX, SWITCHYARD_S3_PREFIX))
+):
+    raise ImproperlyConfigured("SWITCHYARD_S3_STAGING_PREFIX must lie outside SWITCHYARD_S3_PREFIX, and the other way round")
 
 # Talking to Triton.
 SWITCHYARD_TRITON_TIMEOUT_SECONDS = env.positive_float("SWITCHYARD_TRITON_TIMEOUT_SECONDS", default=5.0)
@@ -192,6 +205,26 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
 }
+
+# Content-Security-Policy (django-csp 4). Pages load scripts and styles only from our own static
+# files: no inline <script>, no on*= handlers, no style= attributes, no eval. Templates put user
+# text in data attributes read by static/js/switchyard.js. The one exception is the Swagger UI
+# page (controlplane/common/views.py). django-csp leaves DEBUG's 404/500 pages alone.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'"],
+        "connect-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+    },
+}
+SECURE_REFERRER_POLICY = "same-origin"
+X_FRAME_OPTIONS = "DENY"  # frame-ancestors 'none' for browsers without CSP
 
 SESSION_COOKIE_SECURE = env.strict_bool("SWITCHYARD_SECURE_COOKIES", default=False)
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE

@@ -86,6 +86,11 @@ class UploadLimitMultiPartParser(parsers.MultiPartParser):
         return super().parse(stream, media_type, parser_context)
 
 
+def _upload_field(data: dict) -> str:
+    """The field that problems with uploaded contents are reported under."""
+    return "archive" if data.get("archive") is not None and not data.get("files") else "files"
+
+
 def _uploaded_contents(data: dict) -> dict[str, bytes] | None:
     files, archive = data.get("files"), data.get("archive")
     if not files and archive is None:
@@ -131,6 +136,7 @@ class VersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
             version=data["version"],
             source_uri=data.get("source_uri"),
             contents=_uploaded_contents(data),
+            contents_field=_upload_field(data),
             metadata=data.get("metadata"),
         )
         return Response(VersionSerializer(version).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)

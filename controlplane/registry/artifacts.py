@@ -28,6 +28,17 @@ def safe_relpath(path: str, field: str) -> str:
     return normal
 
 
+def archive_member_path(name: str, field: str) -> str:
+    """An archive member's path relative to the version directory.
+
+    ``tar czf v3.tar.gz -C dir .`` names members ``./model.py``; the ``./`` is dropped and the
+    rest must still be a clean relative path.
+    """
+    while name.startswith("./"):
+        name = name[2:]
+    return safe_relpath(name, field)
+
+
 def manifest_checksum(files: list[ArtifactFile]) -> str:
     digest = hashlib.sha256()
     for f in sorted(files, key=lambda f: f.path):
@@ -61,7 +72,7 @@ def extract_archive(name: str, data: bytes, *, limit: int, field: str = "archive
         total += len(content)
         if total > limit:
             raise PayloadTooLarge(field, f"The archive unpacks to more than {limit} bytes, the upload limit.")
-        files[safe_relpath(path, field)] = content
+        files[archive_member_path(path, field)] = content
 
     try:
         if zipfile.is_zipfile(io.BytesIO(data)):

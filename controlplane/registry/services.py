@@ -1,6 +1,7 @@
 """Writes to the model registry. Each change writes its audit event in the same transaction."""
 import json
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
@@ -63,9 +64,28 @@ def _check_metadata(metadata) -> dict:
 
 def version_prefix(model: Model, number: int) -> str:
     """Where Triton finds a version: <repository prefix>/<triton name>/<version>."""
-    from django.conf import settings
-
     return f"{settings.SWITCHYARD_S3_PREFIX}/{model.triton_name}/{number}"
+
+
+def staging_prefix(team: Team) -> str:
+    """Where a team's CI stages builds for registration: <staging prefix>/<team>."""
+    return f"{settings.SWITCHYARD_S3_STAGING_PREFIX}/{team.slug}"
+
+
+def _staged_source(model: Model, source_uri: str) -> str:
+    """The key prefix of a source, which must lie in the model's team's staging area.
+
+    Never the repository: every object there belongs to a registered version, possibly another
+    team's. The error names only the caller's own staging area, so it reveals nothing else.
+    """
+    src = storage.parse_uri(source_uri, "source_uri")
+    own = staging_prefix(model.team)
+    if not src.startswith(f"{own}/"):
+        raise ValidationError(
+            {"source_uri": f"Stage the version under your team's staging area {storage.uri(own)} "
+             f"(for example {storage.uri(own)}{model.name}/<build>/) and register it from there."}
+        )
+    return src
 
 
 def version_register(
@@ -75,13 +95,15 @@ def version_register(
     version,
     source_uri: str | None = None,
     contents: dict[str, bytes] | None = None,
+    contents_field: str = "files",
     metadata: dict | None = None,
 ) -> tuple[ModelVersion, bool]:
     """Register an immutable version from an S3 prefix or from uploaded files.
 
     Returns (version, created). The same number with the same content is a no-op, so CI can
     retry; with different content it is a 409. Artifacts are copied into Triton's repository
-    layout under the configured prefix.
+    layout under the configured prefix. ``contents_field`` names the input that uploaded contents
+    came from (files or archive), for errors.
     """
     authorize(actor, model.team, Role.DEPLOYER)
     number = _version_number(version)
@@ -93,16 +115,14 @@ def version_register(
     # Read and validate everything before writing anything.
     if source_uri is not None:
         field = "source_uri"
-        src = storage.parse_uri(source_uri, field)
-        if src != dest and (src.startswith(f"{dest}/") or dest.startswith(f"{src}/")):
-            raise ValidationError({field: f"The source overlaps the version's own location {storage.uri(dest)}."})
+        src = _staged_source(model, source_uri)
         sizes = storage.list_files(src, field)
         if not sizes:
             raise ValidationError({field: f"No objects found under {storage.uri(src)}."})
         check_required(list(sizes), model.required_artifact, field)
         files = [ArtifactFile(rel, size, storage.sha256_of(f"{src}/{rel}", field)) for rel, size in sorted(sizes.items())]
     else:
-        field = "files"
+        field = contents_field
         if not contents:
             raise ValidationError({field: "Upload at least one file."})
         check_required(list(contents), model.required_artifact, field)
@@ -113,12 +133,11 @@ def version_register(
     if not proceed:
         return claim, False
     try:
-        if source_uri is None or src != dest:
-            storage.delete_prefix(dest, field)
-            if source_uri is None:
-                storage.put_files(dest, contents, field)
-            else:
-                storage.copy_files(src, dest, [f.path for f in files], field)
+        storage.delete_prefix(dest, field)
+        if source_uri is None:
+            storage.put_files(dest, contents, field)
+        else:
+            storage.copy_files(src, dest, [f.path for f in files], field)
     except UpstreamError:
         ModelVersion.objects.filter(pk=claim.pk, status=VersionStatus.REGISTERING).delete()
         raise

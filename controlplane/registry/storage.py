@@ -42,8 +42,10 @@ def parse_uri(value: str, field: str) -> str:
         raise ValidationError({field: f"{value!r} is not an s3://bucket/prefix/ URI."})
     if parsed.netloc != bucket():
         raise ValidationError({field: f"The artifact must be inside the configured bucket s3://{bucket()}/, not s3://{parsed.netloc}/."})
+    if parsed.params or parsed.query or parsed.fragment:
+        raise ValidationError({field: "Give a plain s3://bucket/prefix/ URI, without ?, ; or #."})
     prefix = parsed.path.strip("/")
-    if not prefix or ".." in prefix.split("/"):
+    if not prefix or any(segment in ("", ".", "..") for segment in prefix.split("/")):
         raise ValidationError({field: "Give the prefix of the version directory, such as s3://bucket/path/to/model/3/."})
     return prefix
 

@@ -56,15 +56,15 @@ def test_same_content_is_idempotent_and_different_content_is_409(api, deployer, 
 def test_register_from_s3_uri_copies_into_repository(api, deployer, model, s3):
     from tests.fleet_fixtures import TEST_BUCKET
 
-    s3.put_object(Bucket=TEST_BUCKET, Key="incoming/build-7/model.py", Body=b"code")
-    s3.put_object(Bucket=TEST_BUCKET, Key="incoming/build-7/labels/classes.txt", Body=b"a\nb")
-    response = api(deployer).post(url(model), {"version": 3, "source_uri": f"s3://{TEST_BUCKET}/incoming/build-7/"}, format="json")
+    s3.put_object(Bucket=TEST_BUCKET, Key="staging/vision/build-7/model.py", Body=b"code")
+    s3.put_object(Bucket=TEST_BUCKET, Key="staging/vision/build-7/labels/classes.txt", Body=b"a\nb")
+    response = api(deployer).post(url(model), {"version": 3, "source_uri": f"s3://{TEST_BUCKET}/staging/vision/build-7/"}, format="json")
     assert response.status_code == 201, response.json()
     assert keys_under(s3, "repo/vision.fraud-scorer/3/") == [
         "repo/vision.fraud-scorer/3/labels/classes.txt",
         "repo/vision.fraud-scorer/3/model.py",
     ]
-    assert response.json()["source_uri"] == f"s3://{TEST_BUCKET}/incoming/build-7/"
+    assert response.json()["source_uri"] == f"s3://{TEST_BUCKET}/staging/vision/build-7/"
     assert {f["path"] for f in response.json()["files"]} == {"model.py", "labels/classes.txt"}
 
 
@@ -77,8 +77,8 @@ def test_register_from_s3_uri_copies_into_repository(api, deployer, model, s3):
         ({"version": 1.5}, "version"),
         ({"version": 1, "source_uri": "s3://someone-elses-bucket/m/1/"}, "source_uri"),
         ({"version": 1, "source_uri": "https://example.invalid/m/1/"}, "source_uri"),
-        ({"version": 1, "source_uri": "s3://switchyard-test/empty/prefix/"}, "source_uri"),
-        ({"version": 1, "source_uri": "s3://switchyard-test/no-model-file/"}, "source_uri"),
+        ({"version": 1, "source_uri": "s3://switchyard-test/staging/vision/empty/prefix/"}, "source_uri"),
+        ({"version": 1, "source_uri": "s3://switchyard-test/staging/vision/no-model-file/"}, "source_uri"),
         ({"version": 1}, "source_uri"),
         ({"version": 1, "metadata": ["not", "an", "object"]}, "metadata"),
     ],
@@ -86,7 +86,7 @@ def test_register_from_s3_uri_copies_into_repository(api, deployer, model, s3):
 def test_bad_versions_are_400_without_writes(api, deployer, model, s3, payload, field):
     from tests.fleet_fixtures import TEST_BUCKET
 
-    s3.put_object(Bucket=TEST_BUCKET, Key="no-model-file/model.onnx", Body=b"wrong backend")
+    s3.put_object(Bucket=TEST_BUCKET, Key="staging/vision/no-model-file/model.onnx", Body=b"wrong backend")
     response = api(deployer).post(url(model), payload, format="json")
     assert response.status_code == 400, response.json()
     assert field in response.json()["fields"], response.json()
@@ -98,6 +98,18 @@ def test_upload_missing_backend_file_is_400(api, deployer, model, s3):
     response = api(deployer).post(url(model), {"version": 1, "files": [upload("model.onnx", b"x")]})
     assert response.status_code == 400
     assert "model.py" in response.json()["fields"]["files"][0]
+
+
+def test_archive_without_the_backend_file_is_reported_under_archive(api, deployer, model, s3):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        info = tarfile.TarInfo("model.onnx")
+        info.size = 1
+        tar.addfile(info, io.BytesIO(b"x"))
+    response = api(deployer).post(url(model), {"version": 1, "archive": upload("v1.tar.gz", buf.getvalue())})
+    assert response.status_code == 400
+    assert list(response.json()["fields"]) == ["archive"] and "model.py" in response.json()["fields"]["archive"][0]
+    assert not ModelVersion.objects.exists()
 
 
 def test_oversized_upload_is_413(api, deployer, model, s3, settings):

@@ -70,3 +70,28 @@ def test_archive_traversal_links_and_bombs_are_refused():
         extract_archive("big.tgz", _tar({"model.py": b"x" * 5000}), limit=1000)
     with pytest.raises(ValidationError, match="not a readable"):
         extract_archive("junk.tgz", b"definitely not an archive", limit=1000)
+
+
+def _tar_of_dir(members: dict[str, bytes]) -> bytes:
+    """What `tar czf x.tgz -C dir .` makes: a "." directory entry and "./"-prefixed members."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        root = tarfile.TarInfo(".")
+        root.type = tarfile.DIRTYPE
+        tar.addfile(root)
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_dot_slash_members_and_the_root_entry_are_accepted():
+    data = _tar_of_dir({"./model.py": b"x", "./labels/classes.txt": b"a"})
+    assert extract_archive("v3.tar.gz", data, limit=100) == {"model.py": b"x", "labels/classes.txt": b"a"}
+
+
+@pytest.mark.parametrize("name", ["./../x", "./a/../../x", "./", ".//model.py", "/./model.py", "./a/./b", "./.."])
+def test_dot_slash_does_not_open_a_way_out(name):
+    with pytest.raises(ValidationError):
+        extract_archive("evil.tgz", _tar_of_dir({name: b"x"}), limit=100)
