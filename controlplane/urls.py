@@ -1,7 +1,7 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView
 
 from controlplane.accounts import views as accounts_views
 from controlplane.common import views as common_views
@@ -30,5 +30,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", include(("controlplane.api_urls", "api"))),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("api/docs/", common_views.api_docs, name="api-docs"),
 ]

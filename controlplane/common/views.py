@@ -1,5 +1,7 @@
+from csp.decorators import csp_update
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
+from drf_spectacular.views import SpectacularSwaggerSplitView
 
 from controlplane.fleet.selectors import fleet_summary
 from controlplane.registry.selectors import models_visible
@@ -18,3 +20,10 @@ def overview(request):
 @login_required
 def deployments(request):
     return render(request, "deployments.html")
+
+
+# Swagger UI: the split view serves its init script as a separate file, so script-src stays
+# 'self'. swagger-ui.css draws its icons from data: URIs, so this page alone may load data: images.
+api_docs = csp_update({"img-src": ["data:"]})(
+    SpectacularSwaggerSplitView.as_view(url_name="schema", template_name="api/swagger_ui.html")
+)
