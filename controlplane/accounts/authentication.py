@@ -2,7 +2,7 @@ from django.utils import timezone
 from rest_framework import authentication, exceptions
 
 from controlplane.accounts import tokens
-from controlplane.accounts.models import ApiToken
+from controlplane.accounts.models import ApiToken, Team
 
 
 class BearerTokenAuthentication(authentication.BaseAuthentication):
@@ -25,6 +25,12 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
             raise exceptions.AuthenticationFailed(f"API token {api_token.prefix} expired at {api_token.expires_at:%Y-%m-%d %H:%M} UTC.")
         if not api_token.user.is_active:
             raise exceptions.AuthenticationFailed("The token's user is inactive.")
+        if api_token.team_id is None and Team.objects.filter(service_user_id=api_token.user_id).exists():
+            # Made before service accounts lost personal tokens; the team could neither see nor revoke it.
+            raise exceptions.AuthenticationFailed(
+                f"API token {api_token.prefix} is a personal token of a service account, which is no longer "
+                "accepted; a team admin can issue a team token instead."
+            )
         ip = request.META.get("REMOTE_ADDR")
         ApiToken.objects.filter(pk=api_token.pk).update(last_used_at=now, last_used_ip=ip)
         return api_token.user, api_token

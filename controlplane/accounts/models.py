@@ -60,13 +60,19 @@ class ApiToken(models.Model):
     """A bearer token. Only a SHA-256 of the secret is stored; the prefix identifies it.
 
     A personal token acts as its user. A team token (``team`` set) acts as the team's
-    service account, so CI keeps working when the person who made it leaves.
+    service account, so CI keeps working when the person who made it leaves. A service account
+    has no personal tokens. ``issued_by`` is the token a token was issued through, if any;
+    revoking a token revokes everything issued through it.
     """
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
     team = models.ForeignKey(Team, null=True, blank=True, on_delete=models.CASCADE, related_name="api_tokens")
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    issued_by = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="issued",
+        help_text="The token this one was issued through, if it was issued through the API with a token.",
     )
     name = models.CharField(max_length=100)
     prefix = models.CharField(max_length=16, unique=True)

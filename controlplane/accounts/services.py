@@ -112,9 +112,16 @@ def token_create(
     team: Team | None = None,
 ) -> tuple[ApiToken, str]:
     """Issue a personal token (``user``) or a team token (``team``). Returns the row and the secret,
-    which is never stored and never shown again. Scopes never exceed the issuer's role."""
+    which is never stored and never shown again. Scopes never exceed the issuer's role.
+
+    A service account has no personal tokens: a token asked for as one (a team token issuing "its
+    own" token) is a team token of the same team, so the team's admins see it and can revoke it.
+    """
     if (user is None) == (team is None):
         raise ValidationError({"team": "A token belongs to a user or to a team."})
+    if user is not None:
+        team = Team.objects.filter(service_user=user).first()
+        user = None if team is not None else user
     errors = {}
     if not name or len(name) > 100:
         errors["name"] = "Give the token a name of 1-100 characters, such as github-actions."
@@ -143,6 +150,7 @@ def token_create(
             user=owner,
             team=team,
             created_by=actor.user,
+            issued_by_id=actor.token_id,
             name=name,
             prefix=prefix,
             secret_hash=secret_hash,
@@ -154,7 +162,13 @@ def token_create(
 
 
 def token_revoke(*, actor: Actor, token: ApiToken, reason: str = "") -> ApiToken:
-    """Revoke a token. Its owner, its team's admins and platform admins may. Revoking twice is a no-op."""
+    """Revoke a token and every token issued through it, at any depth. Its owner, its team's admins
+    and platform admins may. Revoking twice is a no-op.
+
+    A token issued through a token has the same owner (the same team, or the same person), so
+    whoever may revoke the first may revoke the rest. Otherwise a leaked token could mint a
+    successor that outlives its revocation.
+    """
     if token.team_id is not None:
         authorize(actor, token.team, Role.ADMIN)
     elif actor.user != token.user:
@@ -162,12 +176,22 @@ def token_revoke(*, actor: Actor, token: ApiToken, reason: str = "") -> ApiToken
     else:
         require_scope(actor, Scope.ADMIN)  # managing tokens through a token is an admin act
     with transaction.atomic():
-        changed = ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
-        token.refresh_from_db()
-        if changed:
-            audit_record(actor=actor, action="token.revoke", obj=token, team=token.team, before={"revoked_at": None},
-                         after={"revoked_at": token.revoked_at.isoformat()}, reason=reason)
+        _revoke_one(actor, token, reason)
+        issuers = [token.pk]
+        while issuers:
+            issued = list(ApiToken.objects.select_related("team").filter(issued_by_id__in=issuers))
+            for child in issued:
+                _revoke_one(actor, child, f"{token.prefix} was revoked, and this token was issued through it")
+            issuers = [child.pk for child in issued]
     return token
+
+
+def _revoke_one(actor: Actor, token: ApiToken, reason: str) -> None:
+    changed = ApiToken.objects.filter(pk=token.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    token.refresh_from_db()
+    if changed:
+        audit_record(actor=actor, action="token.revoke", obj=token, team=token.team, before={"revoked_at": None},
+                     after={"revoked_at": token.revoked_at.isoformat()}, reason=reason)
 
 
 def user_create(*, actor: Actor, username: str, password: str, is_staff: bool = False):
