@@ -89,6 +89,8 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
 LOGIN_URL = "login"
+# The sign-in throttle sits in the backend, so every login form (UI and admin) goes through it.
+AUTHENTICATION_BACKENDS = ["controlplane.accounts.backends.ThrottledModelBackend"]
 LOGIN_REDIRECT_URL = "overview"
 LOGOUT_REDIRECT_URL = "login"
 

@@ -9,7 +9,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from controlplane.accounts import selectors, services, throttle
+from controlplane.accounts import selectors, services
 from controlplane.accounts.forms import MemberAddForm, MemberRoleForm, TokenIssueForm
 from controlplane.accounts.models import Role
 from controlplane.common.ui import REFUSALS, flash_refusal, ui_actor
@@ -17,19 +17,13 @@ from controlplane.quotas.ui import quota_bars
 
 
 class LoginView(auth_views.LoginView):
-    """Django's login, refusing with 429 after repeated failures from one address."""
+    """Django's login. The authentication backend counts failures (accounts/backends.py); this page
+    answers 429 when it refused to try."""
 
-    def post(self, request, *args, **kwargs):
-        username = request.POST.get("username", "")[:150]
-        ip = request.META.get("REMOTE_ADDR", "")
-        if throttle.is_blocked(username, ip):
-            return render(request, "registration/login.html", {"throttled": True, "form": self.get_form()}, status=429)
-        response = super().post(request, *args, **kwargs)
-        if request.user.is_authenticated:
-            throttle.reset(username, ip)
-        else:
-            throttle.record_failure(username, ip)
-        return response
+    def form_invalid(self, form):
+        if getattr(self.request, "signin_throttled", False):
+            return self.render_to_response(self.get_context_data(form=form, throttled=True), status=429)
+        return super().form_invalid(form)
 
 
 def _team_page(request, *, new_token=None, status=200):

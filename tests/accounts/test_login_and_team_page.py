@@ -93,3 +93,33 @@ def test_team_page_shows_the_teams_own_history(client, team, viewer):
     html = client.get("/team/").content.decode()
     history = html.split('id="history-title-')[1]
     assert "membership.set" in history and "ada" in history
+
+
+@pytest.mark.parametrize("variant", [" dana", "dana ", "\u3000dana", "ｄａｎａ", "DANA", "Ｄａｎａ "])
+def test_spelling_the_name_differently_does_not_buy_fresh_guesses(client, deployer, variant):
+    for _ in range(throttle.LIMIT_PER_USER_IP):
+        client.post("/login/", {"username": "dana", "password": "wrong"})
+    response = client.post("/login/", {"username": variant, "password": PASSWORD})
+    assert response.status_code == 429 and "_auth_user_id" not in client.session
+
+
+def test_variants_count_towards_the_same_name(client, deployer):
+    for variant in [" dana", "ｄａｎａ", "dana ", "DANA", "dana"]:
+        client.post("/login/", {"username": variant, "password": "wrong"})
+    assert client.post("/login/", {"username": "dana", "password": PASSWORD}).status_code == 429
+
+
+def test_the_admin_login_is_throttled_too(client, platform_admin):
+    for _ in range(throttle.LIMIT_PER_USER_IP):
+        response = client.post("/admin/login/", {"username": "pat", "password": "wrong"})
+        assert response.status_code == 200 and "_auth_user_id" not in client.session
+    client.post("/admin/login/", {"username": " pat", "password": PASSWORD, "next": "/admin/"})
+    assert "_auth_user_id" not in client.session
+    assert client.post("/login/", {"username": "pat", "password": PASSWORD}).status_code == 429
+
+
+def test_the_admin_login_counts_towards_the_ui_login(client, platform_admin):
+    for _ in range(throttle.LIMIT_PER_USER_IP - 1):
+        client.post("/admin/login/", {"username": "pat", "password": "wrong"})
+    client.post("/login/", {"username": "pat", "password": "wrong"})
+    assert client.post("/login/", {"username": "pat", "password": PASSWORD}).status_code == 429
