@@ -1,22 +1,14 @@
 from django.contrib import admin
 
 from controlplane.audit.models import AuditEvent
+from controlplane.common.admin import ReadOnlyAdmin
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
-    """Read-only: the table is append-only in the database too (see migration 0002)."""
+class AuditEventAdmin(ReadOnlyAdmin):
+    """The table is append-only in the database too (see migration 0002)."""
 
     list_display = ["created_at", "actor_name", "source", "action", "object_repr"]
     list_filter = ["source", "action"]
     search_fields = ["actor_name", "object_repr", "action", "request_id"]
     readonly_fields = ["created_at", "prev_hash", "hash"]  # not editable, so otherwise hidden
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
