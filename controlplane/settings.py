@@ -24,6 +24,8 @@ ALLOWED_HOSTS = env.list("SWITCHYARD_ALLOWED_HOSTS", default=["localhost", "127.
 CSRF_TRUSTED_ORIGINS = env.list("SWITCHYARD_CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
+    # First, so that its createsuperuser and changepassword (which audit) replace Django's.
+    "controlplane.accounts",
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -36,7 +38,6 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "csp",
     "controlplane.common",
-    "controlplane.accounts",
     "controlplane.audit",
     "controlplane.registry",
     "controlplane.fleet",
@@ -88,10 +89,10 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
-LOGIN_URL = "login"
 # The sign-in throttle sits in the backend, so every login form (UI and admin) goes through it.
 AUTHENTICATION_BACKENDS = ["controlplane.accounts.backends.ThrottledModelBackend"]
 LOGIN_REDIRECT_URL = "overview"
+LOGIN_URL = "login"
 LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = "en-us"

@@ -194,10 +194,16 @@ def _revoke_one(actor: Actor, token: ApiToken, reason: str) -> None:
                      after={"revoked_at": token.revoked_at.isoformat()}, reason=reason)
 
 
-def user_create(*, actor: Actor, username: str, password: str, is_staff: bool = False):
+def user_create(*, actor: Actor, username: str, password: str, is_staff: bool = False, is_superuser: bool = False):
     authorize_platform_admin(actor)
     User = get_user_model()
     with transaction.atomic():
-        user = User.objects.create_user(username=username, password=password, is_staff=is_staff)
-        audit_record(actor=actor, action="user.create", obj=user, after={"username": username, "is_staff": is_staff})
+        user = User.objects.create_user(username=username, password=password, is_staff=is_staff, is_superuser=is_superuser)
+        user_created_record(actor=actor, user=user)
     return user
+
+
+def user_created_record(*, actor: Actor, user) -> None:
+    """The audit event of a new account, for paths that create it themselves (createsuperuser)."""
+    after = {"username": user.get_username(), "is_staff": user.is_staff, "is_superuser": user.is_superuser}
+    audit_record(actor=actor, action="user.create", obj=user, after=after)

@@ -1,9 +1,8 @@
 """Seed the demo: a platform admin, two teams, models with versions in S3, a pool and servers."""
-from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand
 
 from controlplane.accounts.models import Role
-from controlplane.accounts.services import membership_set, team_create
+from controlplane.accounts.services import membership_set, team_create, user_create
 from controlplane.audit.context import Actor
 from controlplane.devstack.testmodels import TEST_MODEL_INPUTS, TEST_MODEL_OUTPUTS, python_model_files
 from controlplane.fleet.services import fleet_probe, pool_create, server_register
@@ -25,7 +24,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, servers: str, password: str, **options):
         system = Actor.system()
-        admin = get_user_model().objects.create_user("admin", password=password, is_staff=True, is_superuser=True)
+        admin = user_create(actor=system, username="admin", password=password, is_staff=True, is_superuser=True)
         actor = Actor(user=admin, source="system")
         vision = team_create(actor=actor, slug="vision", display_name="Vision")
         speech = team_create(actor=actor, slug="speech", display_name="Speech")
