@@ -368,3 +368,18 @@ def test_the_policy_blocks_injected_markup_and_the_guard_sees_it(ui, guard, depl
     assert any("script-src" in v for v in guard.violations), guard.violations
     with pytest.raises(AssertionError):
         guard.check()
+
+
+def test_the_admin_works_under_the_policy(ui, guard, platform_admin, model):
+    """Django's admin ships without inline script; it keeps working under our policy."""
+    platform_admin.is_superuser = True
+    platform_admin.save(update_fields=["is_superuser"])
+    model.description = HOSTILE
+    model.save(update_fields=["description"])
+    ui.sign_in("pat")
+    for path in ("/admin/", "/admin/registry/model/", f"/admin/registry/model/{model.pk}/change/",
+                 "/admin/auth/user/", f"/admin/auth/user/{platform_admin.pk}/change/", "/admin/audit/auditevent/"):
+        response = ui.goto(path)
+        assert response.status == 200, path
+        expect(ui.page.locator("#site-name")).to_be_visible()
+        guard.check()

@@ -31,7 +31,7 @@ def test_deployers_see_targets_actions_and_the_form(client, deployer, model, pla
     assert f'data-placement="{placed.pk}"' in html
     assert html.count('class="target state-pending"') == 2
     assert f'hx-get="/placements/{placed.pk}/live/"' in html and 'hx-trigger="load, every 10s"' in html
-    assert f'action="/placements/{placed.pk}/remove/"' in html and "confirm(" in html
+    assert f'action="/placements/{placed.pk}/remove/"' in html and f'data-confirm="Remove placement {placed.pk}? ' in html
     assert 'action="/placements/' not in html.replace(f'action="/placements/{placed.pk}/remove/"', "")  # no retry: nothing failed
     assert f'action="/models/{model.pk}/placements/"' in html
     assert re.search(r'<option value="triton-0"\s*>triton-0 \(cpu, unknown\)</option>', html) and "Triton defaults" in html
