@@ -32,3 +32,5 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", common_views.api_docs, name="api-docs"),
 ]
+
+handler404 = "controlplane.common.views.page_not_found"

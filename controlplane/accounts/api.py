@@ -56,7 +56,7 @@ class TeamViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
 
     @extend_schema(methods=["GET"], responses=MemberSerializer(many=True))
     @extend_schema(methods=["POST"], request=MemberAddSerializer, responses={201: MemberSerializer})
-    @action(detail=True, methods=["get", "post"])
+    @action(detail=True, methods=["get", "post"], pagination_class=None, filter_backends=[])  # a plain list
     def members(self, request, slug=None):
         """List the team's members, or (team admins) add one with a role."""
         team = self.get_object()
@@ -85,7 +85,8 @@ class TeamViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
 
 
 class TokenSerializer(serializers.ModelSerializer):
-    team = serializers.CharField(source="team.slug", default=None)
+    team = serializers.CharField(source="team.slug", default=None, allow_null=True, read_only=True,
+                                 help_text="null for a personal token.")
     owner = serializers.CharField(source="user.username")
     state = serializers.SerializerMethodField()
 
@@ -116,6 +117,7 @@ class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
     """Your personal tokens, and the tokens of teams you administer."""
 
     serializer_class = TokenSerializer
+    queryset = ApiToken.objects.none()  # for the schema only (typed {id}); get_queryset scopes it
 
     def get_queryset(self):
         return selectors.tokens_manageable(self.request.user)

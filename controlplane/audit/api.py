@@ -1,5 +1,5 @@
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, serializers, viewsets
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -12,7 +12,8 @@ from controlplane.audit.selectors import audit_chain_verify, audit_events_visibl
 
 class AuditEventSerializer(serializers.ModelSerializer):
     actor = serializers.CharField(source="actor_name")
-    team = serializers.CharField(source="team.slug", default=None)
+    team = serializers.CharField(source="team.slug", default=None, allow_null=True, read_only=True,
+                                 help_text="null for platform events (servers, pools).")
 
     class Meta:
         model = AuditEvent
@@ -42,6 +43,8 @@ class AuditEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
 
     @extend_schema(
         operation_id="audit_events_export",
+        filters=True,
+        parameters=[OpenApiParameter("fmt", str, OpenApiParameter.PATH, enum=["csv", "json"])],
         responses={
             (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR),
             (200, "application/json"): OpenApiResponse(AuditEventSerializer(many=True)),

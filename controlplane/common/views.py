@@ -1,6 +1,8 @@
 from csp.decorators import csp_update
 from django.contrib.auth.decorators import login_required
+from django.http import JsonResponse
 from django.shortcuts import render
+from django.views import defaults
 from drf_spectacular.views import SpectacularSwaggerSplitView
 
 from controlplane.fleet.selectors import fleet_summary
@@ -27,3 +29,10 @@ def deployments(request):
 api_docs = csp_update({"img-src": ["data:"]})(
     SpectacularSwaggerSplitView.as_view(url_name="schema", template_name="api/swagger_ui.html")
 )
+
+
+def page_not_found(request, exception):
+    """An unknown URL under /api/ is a JSON 404 in the API's error shape, not an HTML page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": "Not found."}, status=404)
+    return defaults.page_not_found(request, exception)

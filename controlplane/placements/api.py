@@ -29,7 +29,7 @@ class PlacementSerializer(serializers.ModelSerializer):
     model_name = serializers.CharField(source="model.__str__", read_only=True)
     triton_name = serializers.CharField(source="model.triton_name", read_only=True)
     config_revision = serializers.IntegerField(read_only=True, allow_null=True)
-    created_by = serializers.CharField(source="created_by.username", default=None, read_only=True)
+    created_by = serializers.CharField(source="created_by.username", default=None, read_only=True, allow_null=True)
     is_active = serializers.BooleanField(read_only=True)
     states = serializers.SerializerMethodField(help_text="Targets per state, such as {\"ready\": 2}.")
     targets = serializers.SerializerMethodField()

@@ -1,7 +1,7 @@
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.http import Http404
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, parsers, serializers, status, viewsets
 from rest_framework.response import Response
 
@@ -56,7 +56,7 @@ class ModelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Ge
 
 class VersionSerializer(serializers.ModelSerializer):
     model = serializers.CharField(source="model.__str__", read_only=True)
-    created_by = serializers.CharField(source="created_by.username", default=None, read_only=True)
+    created_by = serializers.CharField(source="created_by.username", default=None, read_only=True, allow_null=True)
 
     class Meta:
         model = ModelVersion
@@ -112,6 +112,7 @@ def _uploaded_contents(data: dict) -> dict[str, bytes] | None:
 
 class VersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     serializer_class = VersionSerializer
+    queryset = ModelVersion.objects.none()  # for the schema only; get_queryset scopes it
     lookup_field = "version"
     lookup_value_regex = r"\d+"
     parser_classes = [parsers.JSONParser, UploadLimitMultiPartParser]
@@ -162,8 +163,10 @@ class LabelDeleteSerializer(StrictSerializer):
 
 
 class LabelMoveSerializer(serializers.ModelSerializer):
-    from_version = serializers.IntegerField(source="from_version.version", default=None)
-    to_version = serializers.IntegerField(source="to_version.version", default=None)
+    from_version = serializers.IntegerField(source="from_version.version", default=None, read_only=True, allow_null=True,
+                                            help_text="null when the label was created.")
+    to_version = serializers.IntegerField(source="to_version.version", default=None, read_only=True, allow_null=True,
+                                          help_text="null when the label was deleted.")
 
     class Meta:
         model = LabelMove
@@ -203,10 +206,12 @@ class LabelViewSet(viewsets.ViewSet):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
+@extend_schema_view(list=extend_schema(parameters=[OpenApiParameter("label", str, description="Only this label's moves.")]))
 class LabelHistoryViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
     """Every create, move and delete of the model's labels, newest first (filter: ?label=stable)."""
 
     serializer_class = LabelMoveSerializer
+    queryset = LabelMove.objects.none()  # for the schema only; get_queryset scopes it
 
     def get_queryset(self):
         model = selectors.model_get(self.request.user, self.kwargs["model_pk"])

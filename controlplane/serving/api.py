@@ -24,7 +24,7 @@ class ServingConfigSerializer(serializers.Serializer):
     revision = serializers.IntegerField()
     spec = serializers.JSONField()
     reason = serializers.CharField()
-    created_by = serializers.CharField(source="created_by.username", default=None)
+    created_by = serializers.CharField(source="created_by.username", default=None, read_only=True, allow_null=True)
     created_at = serializers.DateTimeField()
 
 
