@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from controlplane.accounts import selectors, services
 from controlplane.accounts.models import ApiToken, Membership, Role, Scope, Team
 from controlplane.audit.context import Actor
-from controlplane.common.api import StrictSerializer, validated
+from controlplane.common.api import StrictCharField, StrictChoiceField, StrictIntegerField, StrictSerializer, validated
 
 
 class TeamSerializer(serializers.ModelSerializer):
@@ -20,8 +20,8 @@ class TeamSerializer(serializers.ModelSerializer):
 
 
 class TeamCreateSerializer(StrictSerializer):
-    slug = serializers.CharField(max_length=200)
-    display_name = serializers.CharField(max_length=200, required=False, allow_blank=True, default="")
+    slug = StrictCharField(max_length=200)
+    display_name = StrictCharField(max_length=200, required=False, allow_blank=True, default="")
 
 
 class MemberSerializer(serializers.ModelSerializer):
@@ -33,12 +33,12 @@ class MemberSerializer(serializers.ModelSerializer):
 
 
 class MemberAddSerializer(StrictSerializer):
-    username = serializers.CharField(max_length=150)
-    role = serializers.ChoiceField(choices=Role.choices)
+    username = StrictCharField(max_length=150)
+    role = StrictChoiceField(choices=Role.choices)
 
 
 class MemberRoleSerializer(StrictSerializer):
-    role = serializers.ChoiceField(choices=Role.choices)
+    role = StrictChoiceField(choices=Role.choices)
 
 
 class TeamViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -107,10 +107,10 @@ class TokenCreatedSerializer(TokenSerializer):
 
 
 class TokenCreateSerializer(StrictSerializer):
-    name = serializers.CharField(max_length=100)
-    scopes = serializers.ListField(child=serializers.ChoiceField(choices=Scope.choices), allow_empty=False)
-    expires_in_days = serializers.IntegerField(min_value=1, max_value=366, default=90)
-    team = serializers.CharField(required=False, help_text="Make a team token (a service account for CI).")
+    name = StrictCharField(max_length=100)
+    scopes = serializers.ListField(child=StrictChoiceField(choices=Scope.choices), allow_empty=False)
+    expires_in_days = StrictIntegerField(min_value=1, max_value=366, default=90)
+    team = StrictCharField(required=False, help_text="Make a team token (a service account for CI).")
 
 
 class TokenViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):

@@ -99,6 +99,12 @@ def create_audited(obj: models.Model, *, actor: Actor, action: str, fields: list
         with transaction.atomic():
             obj.save()
             audit_record(actor=actor, action=action, obj=obj, team=team, after=snapshot(obj, fields))
-    except IntegrityError:
+    except IntegrityError as exc:
+        if not _is_unique_violation(exc):  # a NOT NULL or foreign key violation is no clash: a bug upstream
+            raise
         raise duplicate from None
     return obj
+
+
+def _is_unique_violation(exc: IntegrityError) -> bool:
+    return getattr(exc.__cause__, "sqlstate", None) == "23505" or "UNIQUE constraint failed" in str(exc)

@@ -5,7 +5,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from controlplane.audit.context import Actor
-from controlplane.common.api import StrictSerializer, validated
+from controlplane.common.api import StrictCharField, StrictIntegerField, StrictJSONField, StrictSerializer, validated
 from controlplane.fleet import selectors, services
 from controlplane.fleet.filters import PoolFilterSet, ServerFilterSet
 from controlplane.fleet.models import Pool, Server
@@ -20,8 +20,8 @@ class PoolSerializer(serializers.ModelSerializer):
 
 
 class PoolCreateSerializer(StrictSerializer):
-    name = serializers.CharField(max_length=200)
-    description = serializers.CharField(max_length=500, required=False, allow_blank=True, default="")
+    name = StrictCharField(max_length=200)
+    description = StrictCharField(max_length=500, required=False, allow_blank=True, default="")
 
 
 class PoolViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -55,14 +55,14 @@ class ServerSerializer(serializers.ModelSerializer):
 
 
 class ServerWriteSerializer(StrictSerializer):
-    name = serializers.CharField(max_length=200)
-    pool = serializers.CharField(max_length=63)
-    http_url = serializers.CharField(max_length=500)
-    grpc_url = serializers.CharField(max_length=260, required=False, allow_blank=True)
-    metrics_url = serializers.CharField(max_length=500, required=False, allow_blank=True)
-    gpu_type = serializers.CharField(max_length=64, required=False, allow_blank=True)
-    gpu_count = serializers.IntegerField(required=False, min_value=0, max_value=64)
-    labels = serializers.JSONField(required=False)
+    name = StrictCharField(max_length=200)
+    pool = StrictCharField(max_length=63)
+    http_url = StrictCharField(max_length=500)
+    grpc_url = StrictCharField(max_length=260, required=False, allow_blank=True)
+    metrics_url = StrictCharField(max_length=500, required=False, allow_blank=True)
+    gpu_type = StrictCharField(max_length=64, required=False, allow_blank=True)
+    gpu_count = StrictIntegerField(required=False, min_value=0, max_value=64)
+    labels = StrictJSONField(required=False)
 
 
 def _resolve_pool(data: dict) -> dict:

@@ -5,7 +5,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from controlplane.audit.context import Actor
-from controlplane.common.api import StrictSerializer, validated
+from controlplane.common.api import INT64_MAX, StrictCharField, StrictIntegerField, StrictSerializer, validated
 from controlplane.fleet.models import Server
 from controlplane.placements import selectors, services
 from controlplane.placements.filters import PlacementFilterSet
@@ -54,10 +54,10 @@ class PlacementSerializer(serializers.ModelSerializer):
 
 
 class PlacementCreateSerializer(StrictSerializer):
-    model = serializers.IntegerField(help_text="The model's id.")
-    versions = serializers.ListField(child=serializers.IntegerField(min_value=1), help_text="Version numbers, e.g. [3].")
-    servers = serializers.ListField(child=serializers.CharField(max_length=63), help_text="Server names.")
-    config_revision = serializers.IntegerField(
+    model = StrictIntegerField(min_value=1, max_value=INT64_MAX, help_text="The model's id.")
+    versions = serializers.ListField(child=StrictIntegerField(min_value=1), help_text="Version numbers, e.g. [3].")
+    servers = serializers.ListField(child=StrictCharField(max_length=63), help_text="Server names.")
+    config_revision = StrictIntegerField(
         required=False, allow_null=True, min_value=1,
         help_text="A serving config revision of the model; omitted: the current one (pinned at creation).",
     )

@@ -5,7 +5,7 @@ from rest_framework.response import Response
 from controlplane.accounts.access import authorize_platform_admin
 from controlplane.accounts.selectors import visible_teams
 from controlplane.audit.context import Actor
-from controlplane.common.api import StrictSerializer, validated
+from controlplane.common.api import StrictCharField, StrictIntegerField, StrictSerializer, validated
 from controlplane.quotas import selectors, services
 from controlplane.quotas.models import MAX_QUOTA_GPUS
 
@@ -33,8 +33,8 @@ class QuotaUsageSerializer(serializers.Serializer):
 
 
 class QuotaWriteSerializer(StrictSerializer):
-    gpus = serializers.IntegerField(min_value=0, max_value=MAX_QUOTA_GPUS)
-    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+    gpus = StrictIntegerField(min_value=0, max_value=MAX_QUOTA_GPUS)
+    reason = StrictCharField(required=False, allow_blank=True, default="", max_length=2000)
 
 
 class QuotaViewSet(viewsets.GenericViewSet):

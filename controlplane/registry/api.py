@@ -7,8 +7,16 @@ from rest_framework.response import Response
 
 from controlplane.accounts.selectors import team_for_write
 from controlplane.audit.context import Actor
-from controlplane.common.api import StrictSerializer, validated
+from controlplane.common.api import (
+    StrictCharField,
+    StrictChoiceField,
+    StrictIntegerField,
+    StrictJSONField,
+    StrictSerializer,
+    validated,
+)
 from controlplane.common.errors import PayloadTooLarge
+from controlplane.common.parsers import JSONParser
 from controlplane.registry import labels, selectors, services
 from controlplane.registry.artifacts import extract_archive, safe_relpath
 from controlplane.registry.filters import ModelFilterSet
@@ -29,13 +37,13 @@ class ModelSerializer(serializers.ModelSerializer):
 
 
 class ModelCreateSerializer(StrictSerializer):
-    team = serializers.CharField(max_length=63)
-    name = serializers.CharField(max_length=200)
-    backend = serializers.ChoiceField(choices=Backend.choices)
-    max_batch_size = serializers.IntegerField(required=False, default=0)
-    inputs = serializers.JSONField()
-    outputs = serializers.JSONField()
-    description = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+    team = StrictCharField(max_length=63)
+    name = StrictCharField(max_length=200)
+    backend = StrictChoiceField(choices=Backend.choices)
+    max_batch_size = StrictIntegerField(required=False, default=0)
+    inputs = StrictJSONField()
+    outputs = StrictJSONField()
+    description = StrictCharField(required=False, allow_blank=True, default="", max_length=2000)
 
 
 class ModelViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -67,11 +75,11 @@ class VersionSerializer(serializers.ModelSerializer):
 
 
 class VersionCreateSerializer(StrictSerializer):
-    version = serializers.IntegerField(min_value=1, help_text="An integer of 1 or more. Versions are immutable.")
-    source_uri = serializers.CharField(required=False, max_length=1024, help_text="s3://<bucket>/<prefix>/ in Triton's layout.")
+    version = StrictIntegerField(min_value=1, help_text="An integer of 1 or more. Versions are immutable.")
+    source_uri = StrictCharField(required=False, max_length=1024, help_text="s3://<bucket>/<prefix>/ in Triton's layout.")
     files = serializers.ListField(child=serializers.FileField(), required=False, help_text="Files of the version directory (multipart).")
     archive = serializers.FileField(required=False, help_text="A .tar, .tar.gz or .zip of the version directory (multipart).")
-    metadata = serializers.JSONField(required=False)
+    metadata = StrictJSONField(required=False)
 
 
 class UploadLimitMultiPartParser(parsers.MultiPartParser):
@@ -115,7 +123,7 @@ class VersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     queryset = ModelVersion.objects.none()  # for the schema only; get_queryset scopes it
     lookup_field = "version"
     lookup_value_regex = r"\d+"
-    parser_classes = [parsers.JSONParser, UploadLimitMultiPartParser]
+    parser_classes = [JSONParser, UploadLimitMultiPartParser]
     filterset_fields = []
 
     def get_model(self) -> Model:
@@ -151,15 +159,15 @@ class LabelSerializer(serializers.Serializer):
 
 
 class LabelSetSerializer(StrictSerializer):
-    version = serializers.IntegerField(min_value=1)
-    reason = serializers.CharField(max_length=1000)
-    expected_version = serializers.IntegerField(
+    version = StrictIntegerField(min_value=1)
+    reason = StrictCharField(max_length=1000)
+    expected_version = StrictIntegerField(
         required=False, allow_null=True, help_text="Move only if the label points here now (null: only if it does not exist)."
     )
 
 
 class LabelDeleteSerializer(StrictSerializer):
-    reason = serializers.CharField(max_length=1000)
+    reason = StrictCharField(max_length=1000)
 
 
 class LabelMoveSerializer(serializers.ModelSerializer):

@@ -46,9 +46,12 @@ def model_create(
     return create_audited(model, actor=actor, action="model.create", fields=MODEL_FIELDS, duplicate=duplicate, team=team)
 
 
+MAX_VERSION = 2**31 - 1  # ModelVersion.version is a PostgreSQL integer
+
+
 def _version_number(value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValidationError({"version": "The version must be an integer of 1 or more."})
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_VERSION:
+        raise ValidationError({"version": f"The version must be an integer from 1 to {MAX_VERSION}."})
     return value
 
 

@@ -9,6 +9,7 @@ DATA_TYPES = {
 }
 TENSOR_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:/-]{0,127}$")
 MAX_DIMS = 8
+INT64_MAX = 2**63 - 1  # Triton's dims are int64 (model_config.proto)
 
 
 def normalize_tensors(value, field: str) -> list[dict]:
@@ -41,9 +42,9 @@ def normalize_tensors(value, field: str) -> list[dict]:
         if (
             not isinstance(dims, list)
             or not 1 <= len(dims) <= MAX_DIMS
-            or not all(isinstance(d, int) and not isinstance(d, bool) and (d == -1 or d >= 1) for d in dims)
+            or not all(isinstance(d, int) and not isinstance(d, bool) and (d == -1 or 1 <= d <= INT64_MAX) for d in dims)
         ):
-            errors[f"{where}.dims"] = f"Give 1-{MAX_DIMS} dimensions, each a positive integer or -1 (variable)."
+            errors[f"{where}.dims"] = f"Give 1-{MAX_DIMS} dimensions, each -1 (variable) or a positive integer up to {INT64_MAX}."
         if not any(key.startswith(where) for key in errors):
             out.append({"name": name, "data_type": f"TYPE_{dtype}", "dims": dims})
     if errors:

@@ -12,7 +12,14 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from controlplane.audit.context import Actor
-from controlplane.common.api import StrictSerializer, validated
+from controlplane.common.api import (
+    INT32_MAX,
+    StrictCharField,
+    StrictIntegerField,
+    StrictJSONField,
+    StrictSerializer,
+    validated,
+)
 from controlplane.registry import selectors as registry_selectors
 from controlplane.serving import selectors, services
 from controlplane.serving.diff import spec_diff
@@ -34,21 +41,21 @@ class ServingConfigDetailSerializer(ServingConfigSerializer):
 
 
 class SaveSerializer(StrictSerializer):
-    spec = serializers.JSONField(help_text="The serving spec: max_batch_size, dynamic_batching, instance_group, "
+    spec = StrictJSONField(help_text="The serving spec: max_batch_size, dynamic_batching, instance_group, "
                                  "version_policy, model_warmup, response_cache (Triton's field names).")
-    reason = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+    reason = StrictCharField(required=False, allow_blank=True, default="", max_length=2000)
 
 
 class PreviewSerializer(StrictSerializer):
-    spec = serializers.JSONField()
-    pool = serializers.CharField(required=False, max_length=63,
+    spec = StrictJSONField()
+    pool = StrictCharField(required=False, max_length=63,
                                  help_text="A pool to check the spec against (KIND_GPU on a pool without GPUs).")
-    versions = serializers.ListField(child=serializers.IntegerField(min_value=1), required=False, max_length=100,
+    versions = serializers.ListField(child=StrictIntegerField(min_value=1), required=False, max_length=100,
                                      help_text="Render as a placement loading these versions.")
 
 
 class RollbackSerializer(StrictSerializer):
-    reason = serializers.CharField(max_length=2000)
+    reason = StrictCharField(max_length=2000)
 
 
 PreviewResponse = inline_serializer("ServingConfigPreview", {
@@ -64,10 +71,13 @@ DiffResponse = inline_serializer("ServingConfigDiff", {
 })
 
 
+REVISION_SCHEMA = {"type": "integer", "minimum": 1, "maximum": INT32_MAX}
+
+
 def _revision_param(request, name: str) -> int:
     raw = request.query_params.get(name, "")
-    if not raw.isdigit() or int(raw) < 1:
-        raise ValidationError({name: "Give a revision number (1 or more)."})
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= INT32_MAX:
+        raise ValidationError({name: f"Give a revision number from 1 to {INT32_MAX}."})
     return int(raw)
 
 
@@ -76,7 +86,7 @@ def _versions_param(request) -> list[int]:
     if not raw:
         return []
     parts = [p.strip() for p in raw.split(",")]
-    if not all(p.isdigit() and int(p) >= 1 for p in parts):
+    if not all(p.isascii() and p.isdigit() and 1 <= int(p) <= INT32_MAX for p in parts):
         raise ValidationError({"versions": "Give version numbers separated by commas, such as 1,2."})
     return [int(p) for p in parts]
 
@@ -137,8 +147,7 @@ class ServingConfigViewSet(viewsets.GenericViewSet):
                         status=status.HTTP_201_CREATED if config.created else status.HTTP_200_OK)
 
     @extend_schema(
-        parameters=[OpenApiParameter("from", OpenApiTypes.INT, required=True),
-                    OpenApiParameter("to", OpenApiTypes.INT, required=True)],
+        parameters=[OpenApiParameter(name, REVISION_SCHEMA, required=True) for name in ("from", "to")],
         responses=DiffResponse,
     )
     @action(detail=False, methods=["get"])

@@ -9,6 +9,7 @@ import re
 
 from controlplane.accounts.models import Role
 from controlplane.accounts.selectors import has_role
+from controlplane.common import jsonsafe
 from controlplane.registry.models import Model
 from controlplane.serving import selectors
 from controlplane.serving.diff import spec_diff
@@ -70,7 +71,7 @@ def section_context(model: Model, user, *, form: dict | None = None, errors: dic
     field_errors, other_errors = errors_by_field(errors)
     extra_json = form.get("extra_instance_groups", "")
     try:
-        extra = json.loads(extra_json) if extra_json else []
+        extra = jsonsafe.loads(extra_json) if extra_json else []
     except ValueError:
         extra = []
     return {
@@ -251,7 +252,9 @@ def spec_from_form(form: dict) -> tuple[dict, dict]:
     extra = form.get("extra_instance_groups", "").strip()
     if extra:
         try:
-            groups.extend(json.loads(extra))
+            groups.extend(jsonsafe.loads(extra, "instance_group"))
+        except jsonsafe.JSONRefused as exc:
+            errors["spec.instance_group"] = [exc.message]
         except (ValueError, TypeError):
             errors["spec.instance_group"] = ["The additional instance groups are not valid JSON."]
     if groups:
@@ -271,7 +274,9 @@ def spec_from_form(form: dict) -> tuple[dict, dict]:
     warmup = form.get("model_warmup", "").strip()
     if warmup:
         try:
-            spec["model_warmup"] = json.loads(warmup)
+            spec["model_warmup"] = jsonsafe.loads(warmup, "model_warmup")
+        except jsonsafe.JSONRefused as exc:
+            errors["spec.model_warmup"] = [exc.message]
         except ValueError as exc:
             errors["spec.model_warmup"] = [f"Not valid JSON: {exc}."]
     return spec, errors
