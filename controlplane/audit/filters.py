@@ -53,6 +53,8 @@ class InstantFilter(django_filters.Filter):
         moment, is_date = value
         if not self.until:
             return qs.filter(created_at__gte=moment)
+        if is_date and moment.date() == date.max:  # the day after 9999-12-31 is not a datetime
+            return qs
         return qs.filter(created_at__lt=moment + timedelta(days=1) if is_date else moment)
 
 

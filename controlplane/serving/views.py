@@ -105,7 +105,7 @@ def serving_diff(request, pk):
     numbers = {}
     for name in ("from", "to"):
         raw = request.GET.get(name, "")
-        numbers[name] = int(raw) if raw.isdigit() else None
+        numbers[name] = int(raw) if raw.isascii() and raw.isdigit() else None  # "²".isdigit() is true
     old = selectors.serving_config_get(model, numbers["from"]) if numbers["from"] else None
     new = selectors.serving_config_get(model, numbers["to"])
     base = old.spec if old else validate_spec({}, model=model)
