@@ -207,10 +207,19 @@ class LabelViewSet(viewsets.ViewSet):
         body = {"name": label.name, "version": label.version, "computed": False, "updated_at": label.updated_at}
         return Response(LabelSerializer(body).data, status=status.HTTP_201_CREATED if changed else status.HTTP_200_OK)
 
-    @extend_schema(request=LabelDeleteSerializer, responses={204: None})
+    @extend_schema(
+        parameters=[OpenApiParameter("reason", str, required=True, description='Why. A JSON body {"reason": ...} works too.')],
+        responses={204: None},
+    )
     def destroy(self, request, model_pk=None, name=None):
         model = self._model(request, model_pk)
-        labels.label_delete(actor=Actor.from_request(request), model=model, name=name, **validated(LabelDeleteSerializer, request))
+        if request.data:
+            data = validated(LabelDeleteSerializer, request)
+        else:  # OpenAPI clients send no body with DELETE, so the reason may come in the query
+            query = LabelDeleteSerializer(data={"reason": request.query_params.get("reason")})
+            query.is_valid(raise_exception=True)
+            data = query.validated_data
+        labels.label_delete(actor=Actor.from_request(request), model=model, name=name, **data)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -10,9 +10,11 @@ from django.utils import timezone
 
 from controlplane.accounts.services import token_create
 from controlplane.audit.context import Actor
+from controlplane.audit.models import AuditEvent
 from controlplane.fleet.models import Pool, Server
 from controlplane.placements.services import placement_create
 from controlplane.registry.labels import label_delete, label_set
+from controlplane.registry.models import LabelMove
 from controlplane.serving.services import serving_config_save
 from tests.api.openapi_checks import CHECKS, in_process_requests, load_schema
 from tests.quotas.conftest import make_version
@@ -103,6 +105,23 @@ def test_label_history_from_and_to_version_are_nullable(openapi, deployer_token,
                     path_parameters={"model_pk": model.pk}, query={"label": "stable"})
     moves = response.json()["results"]
     assert [(m["from_version"], m["to_version"]) for m in moves] == [(1, None), (None, 1)]
+
+
+def test_label_delete_takes_the_reason_in_the_query(openapi, deployer_token, model):
+    """Generated clients send no body with DELETE (OpenAPI ignores it), so ?reason= is declared."""
+    make_version(model, 1)
+    label_set(actor=SYSTEM, model=model, name="dev", version=1, reason="first")
+    path = "/api/v1/models/{model_pk}/labels/{name}/"
+    declared = openapi.raw_schema["paths"][path]["delete"]
+    reason = next(p for p in declared["parameters"] if p["name"] == "reason")
+    assert (reason["in"], reason["required"]) == ("query", True)
+    missing = call(openapi, "DELETE", path, deployer_token, path_parameters={"model_pk": model.pk, "name": "dev"})
+    assert missing.status_code == 400 and "reason" in missing.json()["fields"]
+    deleted = call(openapi, "DELETE", path, deployer_token, path_parameters={"model_pk": model.pk, "name": "dev"},
+                   query={"reason": "retired"})
+    assert deleted.status_code == 204
+    assert LabelMove.objects.filter(model=model, label="dev").latest("id").reason == "retired"
+    assert AuditEvent.objects.filter(action="label.delete", reason="retired").exists()
 
 
 def test_created_by_is_nullable_for_system_writes(openapi, deployer_token, model):

@@ -87,7 +87,7 @@ def world(db, s3, settings, team, other_team, platform_admin, deployer, viewer, 
     by_path = {
         "/api/v1/models/{id}/": {"id": str(model.pk)},
         "/api/v1/models/{model_pk}/labels/{name}/": {"name": "stable"},
-        "/api/v1/pools/{name}/": {"name": pool.name},
+        "/api/v1/pools/{name}/": {"name": Pool.objects.create(name="empty").name},  # deletable
         "/api/v1/servers/{id}/": {"id": str(server.pk)},
         "/api/v1/servers/{id}/probe/": {"id": str(server.pk)},
         "/api/v1/placements/{id}/": {"id": str(placement.pk)},
@@ -101,7 +101,8 @@ def world(db, s3, settings, team, other_team, platform_admin, deployer, viewer, 
                             "/api/v1/tokens/{id}/": {"id": str(spare.pk)},
                             "/api/v1/tokens/{id}/revoke/": {"id": str(spare.pk)}}
     world.body = {"team": team.slug, "model": model.pk, "servers": ["triton-2"], "pool": pool.name,
-                  "username": "nora", "versions": [2], "inputs": TENSORS_IN, "outputs": TENSORS_OUT}
+                  "username": "nora", "versions": [2], "inputs": TENSORS_IN, "outputs": TENSORS_OUT,
+                  "http_url": CLOSED}
     return world
 
 
