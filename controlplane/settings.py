@@ -92,8 +92,8 @@ AUTH_PASSWORD_VALIDATORS = [
 ]
 # The sign-in throttle sits in the backend, so every login form (UI and admin) goes through it.
 AUTHENTICATION_BACKENDS = ["controlplane.accounts.backends.ThrottledModelBackend"]
-LOGIN_REDIRECT_URL = "overview"
 LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "overview"
 LOGOUT_REDIRECT_URL = "login"
 
 LANGUAGE_CODE = "en-us"
