@@ -80,6 +80,13 @@ def viewer(team):
 
 
 @pytest.fixture
+def team_admin(team):
+    user = _user("ada")
+    Membership.objects.create(user=user, team=team, role=Role.ADMIN)
+    return user
+
+
+@pytest.fixture
 def outsider(other_team):
     user = _user("otto")
     Membership.objects.create(user=user, team=other_team, role=Role.DEPLOYER)

@@ -76,7 +76,11 @@ class VersionSerializer(serializers.ModelSerializer):
 
 class VersionCreateSerializer(StrictSerializer):
     version = StrictIntegerField(min_value=1, help_text="An integer of 1 or more. Versions are immutable.")
-    source_uri = StrictCharField(required=False, max_length=1024, help_text="s3://<bucket>/<prefix>/ in Triton's layout.")
+    source_uri = StrictCharField(
+        required=False, max_length=1024,
+        help_text="A build in the team's staging area, s3://<bucket>/<staging prefix>/<team>/<folder>/, laid out as a "
+                  "Triton version directory.",
+    )
     files = serializers.ListField(child=serializers.FileField(), required=False, help_text="Files of the version directory (multipart).")
     archive = serializers.FileField(required=False, help_text="A .tar, .tar.gz or .zip of the version directory (multipart).")
     metadata = StrictJSONField(required=False)

@@ -5,13 +5,6 @@ from controlplane.audit.models import AuditEvent
 from tests.conftest import _user
 
 
-@pytest.fixture
-def team_admin(team):
-    user = _user("ada")
-    Membership.objects.create(user=user, team=team, role=Role.ADMIN)
-    return user
-
-
 def members(api, user):
     return {m["username"]: m["role"] for m in api(user).get("/api/v1/teams/vision/members/").json()}
 

@@ -9,19 +9,19 @@ from controlplane.accounts import services
 from controlplane.accounts.models import ApiToken, Membership, Role
 from controlplane.audit.context import Actor
 from controlplane.audit.models import AuditEvent
-from tests.accounts.test_tokens import bearer, team_admin  # noqa: F401 (fixture)
+from tests.accounts.test_tokens import bearer
 
 URL = "/api/v1/tokens/"
 BACKDOOR = {"name": "persist", "scopes": ["admin"], "expires_in_days": 366}
 
 
 @pytest.fixture
-def team_token(api, team_admin):  # noqa: F811
+def team_token(api, team_admin):
     body = api(team_admin).post(URL, {"name": "ci-admin", "scopes": ["admin"], "team": "vision"}, format="json").json()
     return ApiToken.objects.get(pk=body["id"]), body["secret"]
 
 
-def test_a_token_issued_through_a_team_token_is_a_team_token_the_admins_see(api, team_admin, team, team_token):  # noqa: F811
+def test_a_token_issued_through_a_team_token_is_a_team_token_the_admins_see(api, team_admin, team, team_token):
     parent, secret = team_token
     response = bearer(api, secret).post(URL, BACKDOOR, format="json")
     assert response.status_code == 201, response.json()
@@ -36,7 +36,7 @@ def test_a_token_issued_through_a_team_token_is_a_team_token_the_admins_see(api,
     assert str(child.pk) in {e["object_id"] for e in team_history["results"]}
 
 
-def test_revoking_a_team_token_revokes_what_was_issued_through_it(api, team_admin, team, team_token, model_payload):  # noqa: F811
+def test_revoking_a_team_token_revokes_what_was_issued_through_it(api, team_admin, team, team_token, model_payload):
     parent, secret = team_token
     child_secret = bearer(api, secret).post(URL, BACKDOOR, format="json").json()["secret"]
     grandchild_secret = bearer(api, child_secret).post(URL, {**BACKDOOR, "name": "deeper"}, format="json").json()["secret"]
@@ -52,7 +52,7 @@ def test_revoking_a_team_token_revokes_what_was_issued_through_it(api, team_admi
     assert parent.prefix in events[1].reason and parent.prefix in events[2].reason
 
 
-def test_a_service_account_gets_no_personal_token_from_the_service_either(team, team_admin):  # noqa: F811
+def test_a_service_account_gets_no_personal_token_from_the_service_either(team, team_admin):
     _, _ = services.token_create(
         actor=Actor(user=team_admin, source="ui"), team=team, name="seed", scopes=["read"],
         expires_at=timezone.now() + timedelta(days=1),

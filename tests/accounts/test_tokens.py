@@ -11,15 +11,6 @@ from controlplane.registry.models import Model
 URL = "/api/v1/tokens/"
 
 
-@pytest.fixture
-def team_admin(team):
-    from tests.conftest import _user
-
-    user = _user("ada")
-    Membership.objects.create(user=user, team=team, role=Role.ADMIN)
-    return user
-
-
 def bearer(api, secret, cli=False):
     client = api()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}", **({"HTTP_X_SWITCHYARD_CLIENT": "cli"} if cli else {}))

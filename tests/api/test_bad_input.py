@@ -83,7 +83,7 @@ def _deep_cases(model_pk):
         ("post", f"{models}{model_pk}/serving-configs/", '{"reason": "x", "spec": %s}', "spec", "admin"),
         ("post", f"{models}{model_pk}/serving-configs/preview/", '{"spec": %s}', "spec", "admin"),
         ("post", f"{models}{model_pk}/versions/", '{"version": 3, "source_uri": "s3://b/p/", "metadata": %s}', "metadata", "deployer"),
-        ("patch", f"/api/v1/servers/%(server)s/", '{"labels": %s}', "labels", "platform_admin"),
+        ("patch", "/api/v1/servers/%(server)s/", '{"labels": %s}', "labels", "platform_admin"),
     ]
 
 

@@ -107,13 +107,6 @@ def guard(ui):
 
 
 @pytest.fixture
-def team_admin(team):
-    user = _user("ada")
-    Membership.objects.create(user=user, team=team, role=Role.ADMIN)
-    return user
-
-
-@pytest.fixture
 def hostile_member(team):
     """A user whose name is hostile (made outside the sign-up rules, as an import might)."""
     user = _user(HOSTILE)

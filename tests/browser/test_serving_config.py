@@ -3,21 +3,12 @@ an inline error, the fix, a save with a reason, and the new revision in the hist
 import pytest
 from playwright.sync_api import expect
 
-from controlplane.accounts.models import Membership, Role
 from controlplane.audit.context import Actor
 from controlplane.audit.models import AuditEvent
 from controlplane.serving.models import ServingConfig
 from controlplane.serving.services import serving_config_save
-from tests.conftest import _user
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture
-def team_admin(team):
-    user = _user("ada")
-    Membership.objects.create(user=user, team=team, role=Role.ADMIN)
-    return user
 
 
 def test_edit_batching_with_diff_preview_then_save(ui, model, team_admin):

@@ -14,13 +14,6 @@ def unsaved_model(**overrides) -> Model:
 
 
 @pytest.fixture
-def team_admin(team):
-    user = _user("ada")
-    Membership.objects.create(user=user, team=team, role=Role.ADMIN)
-    return user
-
-
-@pytest.fixture
 def as_team_admin(team_admin):
     return Actor(user=team_admin, source="api", request_id="req-1")
 
