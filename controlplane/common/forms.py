@@ -1,0 +1,36 @@
+"""UI form actions: a Django Form checks the shape of the input, the service enforces every rule
+(the same service the API calls), and a refusal comes back onto the form, next to its field."""
+from django.core.exceptions import PermissionDenied, ValidationError
+
+from controlplane.common.errors import ServiceError
+from controlplane.common.ui import REFUSALS
+
+
+def add_refusal(form, exc: Exception) -> None:
+    """Attach a service's refusal to ``form``: errors keyed by one of its fields go next to that
+    field; the rest become the form's non-field errors, still naming their field."""
+    if isinstance(exc, ValidationError) and hasattr(exc, "error_dict"):
+        pairs = [(name, message) for name, messages in exc.message_dict.items() for message in messages]
+    elif isinstance(exc, ServiceError):
+        pairs = [(exc.field, exc.message)]
+    elif isinstance(exc, PermissionDenied):
+        pairs = [(None, str(exc) or "You may not do that.")]
+    else:
+        pairs = [(None, message) for message in getattr(exc, "messages", [str(exc)])]
+    for name, message in pairs:
+        if name in form.fields:
+            form.add_error(name, message)
+        else:
+            form.add_error(None, f"{name}: {message}" if name and name not in ("__all__", "body") else message)
+
+
+def submit(form, action):
+    """Validate ``form``, then call ``action(form.cleaned_data)``. Returns ``(result, True)``, or
+    ``(None, False)`` with the form's own errors or the service's refusal attached to the form."""
+    if not form.is_valid():
+        return None, False
+    try:
+        return action(form.cleaned_data), True
+    except REFUSALS as exc:
+        add_refusal(form, exc)
+        return None, False

@@ -1,0 +1,37 @@
+from django import forms
+from django.core.exceptions import PermissionDenied, ValidationError
+
+from controlplane.common.errors import Conflict
+from controlplane.common.forms import submit
+
+
+class NameForm(forms.Form):
+    name = forms.CharField(max_length=5)
+
+
+def test_a_form_error_stops_before_the_service():
+    called = []
+    form = NameForm({"name": "too-long"})
+    assert submit(form, called.append) == (None, False)
+    assert called == [] and "name" in form.errors
+
+
+def test_service_refusals_land_next_to_their_field_or_on_the_form():
+    def refuse(exc):
+        def action(data):
+            raise exc
+        return action
+
+    form = NameForm({"name": "ok"})
+    assert submit(form, refuse(ValidationError({"name": "taken", "team": "unknown"}))) == (None, False)
+    assert form.errors["name"] == ["taken"] and form.non_field_errors() == ["team: unknown"]
+    form = NameForm({"name": "ok"})
+    submit(form, refuse(Conflict("name", "exists")))
+    assert form.errors["name"] == ["exists"]
+    form = NameForm({"name": "ok"})
+    submit(form, refuse(PermissionDenied("Needs the admin role.")))
+    assert form.non_field_errors() == ["Needs the admin role."]
+
+
+def test_success_returns_the_result():
+    assert submit(NameForm({"name": "ok"}), lambda data: data["name"].upper()) == ("OK", True)
