@@ -33,4 +33,17 @@ def submit(form, action):
         return action(form.cleaned_data), True
     except REFUSALS as exc:
         add_refusal(form, exc)
+        form.status_code = refusal_status(exc)
         return None, False
+
+
+def refusal_status(exc: Exception) -> int:
+    """The HTTP status the API gives the same refusal, so a refused UI action answers alike."""
+    if isinstance(exc, PermissionDenied):
+        return 403
+    return getattr(exc, "status_code", 400)
+
+
+def failure_status(form) -> int:
+    """400 for input the form itself rejects; the service's status for a refusal."""
+    return getattr(form, "status_code", 400)

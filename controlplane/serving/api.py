@@ -43,7 +43,7 @@ class ServingConfigDetailSerializer(ServingConfigSerializer):
 class SaveSerializer(StrictSerializer):
     spec = StrictJSONField(help_text="The serving spec: max_batch_size, dynamic_batching, instance_group, "
                                  "version_policy, model_warmup, response_cache (Triton's field names).")
-    reason = StrictCharField(required=False, allow_blank=True, default="", max_length=2000)
+    reason = StrictCharField(max_length=2000, help_text="Why: required, it goes into the audit log.")
 
 
 class PreviewSerializer(StrictSerializer):

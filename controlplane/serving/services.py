@@ -18,8 +18,9 @@ from controlplane.serving.validation import spec_errors, validate_spec
 MAX_REASON = 2000
 
 
-def serving_config_save(*, actor: Actor, model: Model, spec, reason: str = "") -> ServingConfig:
-    """Validate ``spec`` and store it as the model's next revision.
+def serving_config_save(*, actor: Actor, model: Model, spec, reason: str) -> ServingConfig:
+    """Validate ``spec`` and store it as the model's next revision. A reason is required: a config
+    change alters how every server runs the model, so the audit log says why, as for a rollback.
 
     Team admins only ("team admin: manages the team's serving configs"). When the normalised
     spec equals the current revision's, nothing is written and the current revision is returned:
@@ -27,7 +28,7 @@ def serving_config_save(*, actor: Actor, model: Model, spec, reason: str = "") -
     Validation errors are keyed ``spec.<field path>`` (``spec.instance_group[0].count``).
     """
     authorize(actor, model.team, Role.ADMIN)
-    reason = _reason(reason, required=False)
+    reason = _reason(reason)
     try:
         normalised = validate_spec(spec, model=model)
     except ValidationError as exc:
@@ -42,7 +43,7 @@ def serving_config_rollback(*, actor: Actor, model: Model, revision: int, reason
     equals the current revision, nothing is written (``created`` is False).
     """
     authorize(actor, model.team, Role.ADMIN)
-    reason = _reason(reason, required=True)
+    reason = _reason(reason)
     target = model.serving_configs.filter(revision=revision).first() if _is_revision(revision) else None
     if target is None:
         raise ValidationError({"revision": f"Model {model} has no serving config revision {revision!r}."})
@@ -85,14 +86,14 @@ def _write_revision(*, actor, model, spec, reason, action, restored=None) -> Ser
     return config
 
 
-def _reason(reason, *, required: bool) -> str:
+def _reason(reason) -> str:
     if reason is None:
         reason = ""
     if not isinstance(reason, str):
         raise ValidationError({"reason": "The reason must be text."})
     reason = reason.strip()
-    if required and not reason:
-        raise ValidationError({"reason": "Say why (it goes into the audit log)."})
+    if not reason:
+        raise ValidationError({"reason": "Say why you change the config; it goes into the audit log."})
     if len(reason) > MAX_REASON:
         raise ValidationError({"reason": f"Keep the reason under {MAX_REASON} characters."})
     return reason

@@ -281,7 +281,7 @@ def test_unstorable_text_inside_json_is_400_naming_the_path(api, world, deployer
         (deployer, "post", f"/api/v1/models/{model.pk}/versions/",
          {"version": 3, "source_uri": "s3://b/p/", "metadata": {text: 1}}, "metadata"),
         (admin, "post", f"/api/v1/models/{model.pk}/serving-configs/",
-         {"spec": {"model_warmup": [{"name": text, "batch_size": 1, "inputs": {}}]}}, "spec.model_warmup[0].name"),
+         {"spec": {"model_warmup": [{"name": text, "batch_size": 1, "inputs": {}}]}, "reason": "warm"}, "spec.model_warmup[0].name"),
         (platform_admin, "patch", f"/api/v1/servers/{world['server'].pk}/", {"labels": {"zone": text}}, "labels.zone"),
         (deployer, "put", f"/api/v1/models/{model.pk}/labels/stable/", {"version": 1, "reason": text}, "reason"),
     ]

@@ -127,7 +127,7 @@ def test_label_delete_takes_the_reason_in_the_query(openapi, deployer_token, mod
 def test_created_by_is_nullable_for_system_writes(openapi, deployer_token, model):
     """Versions, serving configs and placements made by the system (or by a deleted user)."""
     make_version(model, 1)
-    serving_config_save(actor=SYSTEM, model=model, spec={"instance_group": [{"kind": "KIND_CPU", "count": 1}]})
+    serving_config_save(reason="tune", actor=SYSTEM, model=model, spec={"instance_group": [{"kind": "KIND_CPU", "count": 1}]})
     server = Server.objects.create(name="triton-1", pool=Pool.objects.create(name="cpu"), http_url="http://127.0.0.1:9")
     placement, _ = placement_create(actor=SYSTEM, model=model, versions=[1], servers=[server])
     version = call(openapi, "GET", "/api/v1/models/{model_pk}/versions/{version}/", deployer_token,

@@ -14,7 +14,7 @@ def url(model, tail=""):
     return f"/api/v1/models/{model.pk}/serving-configs/{tail}"
 
 
-def save(client, model, spec, reason="", **extra):
+def save(client, model, spec, reason="tune", **extra):
     return client.post(url(model), {"spec": spec, "reason": reason, **extra}, format="json")
 
 
@@ -40,6 +40,14 @@ def test_invalid_spec_is_400_naming_the_field_and_writes_nothing(api, team_admin
     assert set(body["fields"]) == {"spec.dynamic_batching.preferred_batch_size[1]", "spec.instance_group[0].count"}
     assert "spec.dynamic_batching.preferred_batch_size[1]" in body["detail"]
     assert not ServingConfig.objects.exists()
+
+
+@pytest.mark.parametrize("body", [{"spec": BATCHING}, {"spec": BATCHING, "reason": ""}, {"spec": BATCHING, "reason": "  "}])
+def test_a_save_without_a_reason_is_400_naming_reason(api, team_admin, model, body):
+    """Decided in issue 8: a config change needs a reason, in the API as in the UI."""
+    response = api(team_admin).post(url(model), body, format="json")
+    assert response.status_code == 400 and list(response.json()["fields"]) == ["reason"]
+    assert not ServingConfig.objects.exists() and not AuditEvent.objects.filter(action__startswith="serving_config").exists()
 
 
 def test_unknown_fields_in_body_and_in_spec_are_400(api, team_admin, model):

@@ -28,9 +28,9 @@ def test_revisions_count_up_per_model(model, as_team_admin, team):
     from tests.quotas.conftest import make_model
 
     other = make_model(team, "other-model")
-    numbers = [serving_config_save(actor=as_team_admin, model=model, spec={"max_batch_size": n}).revision for n in (8, 4, 2)]
+    numbers = [serving_config_save(reason="tune", actor=as_team_admin, model=model, spec={"max_batch_size": n}).revision for n in (8, 4, 2)]
     assert numbers == [1, 2, 3]
-    assert serving_config_save(actor=as_team_admin, model=other, spec={}).revision == 1
+    assert serving_config_save(reason="tune", actor=as_team_admin, model=other, spec={}).revision == 1
 
 
 def test_saving_the_current_spec_again_writes_nothing_and_returns_the_current_revision(model, as_team_admin):
@@ -62,31 +62,40 @@ def test_save_is_audited_with_before_and_after_spec_and_reason(model, as_team_ad
 def test_only_team_admins_save(request, model, who):
     user = request.getfixturevalue(who)
     with pytest.raises(PermissionDenied, match="admin role"):
-        serving_config_save(actor=Actor(user=user, source="api"), model=model, spec=BATCHING)
+        serving_config_save(reason="tune", actor=Actor(user=user, source="api"), model=model, spec=BATCHING)
     assert not ServingConfig.objects.exists() and not AuditEvent.objects.filter(action__startswith="serving_config").exists()
 
 
 def test_other_teams_admins_get_not_found(model, outsider_admin):
     with pytest.raises(Http404):
-        serving_config_save(actor=Actor(user=outsider_admin, source="api"), model=model, spec={})
+        serving_config_save(reason="tune", actor=Actor(user=outsider_admin, source="api"), model=model, spec={})
     assert not ServingConfig.objects.exists()
 
 
 def test_a_token_without_admin_scope_cannot_save(model, team_admin):
     actor = Actor(user=team_admin, source="api", token_id=1, token_scopes=("read", "deploy"))
     with pytest.raises(PermissionDenied, match="scopes"):
-        serving_config_save(actor=actor, model=model, spec={})
+        serving_config_save(reason="tune", actor=actor, model=model, spec={})
 
 
 def test_platform_admins_and_system_actors_may_save(model, platform_admin):
-    assert serving_config_save(actor=Actor(user=platform_admin, source="ui"), model=model, spec={}).revision == 1
-    assert serving_config_save(actor=Actor.system("worker"), model=model, spec={"max_batch_size": 4}).revision == 2
+    assert serving_config_save(reason="tune", actor=Actor(user=platform_admin, source="ui"), model=model, spec={}).revision == 1
+    assert serving_config_save(reason="tune", actor=Actor.system("worker"), model=model, spec={"max_batch_size": 4}).revision == 2
 
 
 def test_an_invalid_spec_writes_nothing_and_names_the_field(model, as_team_admin):
     with pytest.raises(ValidationError) as exc:
-        serving_config_save(actor=as_team_admin, model=model, spec={"dynamic_batching": {"preferred_batch_size": [16]}})
+        serving_config_save(reason="tune", actor=as_team_admin, model=model, spec={"dynamic_batching": {"preferred_batch_size": [16]}})
     assert list(exc.value.message_dict) == ["spec.dynamic_batching.preferred_batch_size[0]"]
+    assert not ServingConfig.objects.exists() and not AuditEvent.objects.filter(action__startswith="serving_config").exists()
+
+
+@pytest.mark.parametrize("reason", ["", "   ", None])
+def test_a_config_change_needs_a_reason(model, as_team_admin, reason):
+    """Decided in issue 8: a config change alters how every server runs the model, so it says why."""
+    with pytest.raises(ValidationError) as exc:
+        serving_config_save(actor=as_team_admin, model=model, spec={}, reason=reason)
+    assert list(exc.value.message_dict) == ["reason"]
     assert not ServingConfig.objects.exists() and not AuditEvent.objects.filter(action__startswith="serving_config").exists()
 
 
@@ -98,8 +107,8 @@ def test_reason_is_checked(model, as_team_admin):
 
 
 def test_rollback_writes_a_new_revision_equal_to_the_old_one(model, as_team_admin):
-    one = serving_config_save(actor=as_team_admin, model=model, spec=BATCHING)
-    serving_config_save(actor=as_team_admin, model=model, spec={"max_batch_size": 2})
+    one = serving_config_save(reason="tune", actor=as_team_admin, model=model, spec=BATCHING)
+    serving_config_save(reason="tune", actor=as_team_admin, model=model, spec={"max_batch_size": 2})
     back = serving_config_rollback(actor=as_team_admin, model=model, revision=1, reason="latency regression")
     assert (back.revision, back.spec, back.created, back.reason) == (3, one.spec, True, "latency regression")
     event = AuditEvent.objects.get(action="serving_config.rollback")
@@ -109,16 +118,16 @@ def test_rollback_writes_a_new_revision_equal_to_the_old_one(model, as_team_admi
 
 
 def test_rollback_to_the_current_config_writes_nothing(model, as_team_admin):
-    serving_config_save(actor=as_team_admin, model=model, spec=BATCHING)
-    serving_config_save(actor=as_team_admin, model=model, spec={})
-    serving_config_save(actor=as_team_admin, model=model, spec=BATCHING)
+    serving_config_save(reason="tune", actor=as_team_admin, model=model, spec=BATCHING)
+    serving_config_save(reason="tune", actor=as_team_admin, model=model, spec={})
+    serving_config_save(reason="tune", actor=as_team_admin, model=model, spec=BATCHING)
     again = serving_config_rollback(actor=as_team_admin, model=model, revision=1, reason="same")
     assert (again.revision, again.created) == (3, False)
 
 
 def test_rollback_needs_a_reason_an_existing_revision_and_the_admin_role(model, as_team_admin, deployer):
-    serving_config_save(actor=as_team_admin, model=model, spec=BATCHING)
-    serving_config_save(actor=as_team_admin, model=model, spec={})
+    serving_config_save(reason="tune", actor=as_team_admin, model=model, spec=BATCHING)
+    serving_config_save(reason="tune", actor=as_team_admin, model=model, spec={})
     with pytest.raises(ValidationError) as exc:
         serving_config_rollback(actor=as_team_admin, model=model, revision=1, reason="  ")
     assert list(exc.value.message_dict) == ["reason"]
@@ -142,7 +151,7 @@ def test_concurrent_saves_get_consecutive_revisions(team, model, team_admin):
 
         try:
             barrier.wait()
-            serving_config_save(actor=Actor(user=team_admin, source="api"), model=model, spec={"max_batch_size": size})
+            serving_config_save(reason="tune", actor=Actor(user=team_admin, source="api"), model=model, spec={"max_batch_size": size})
         except Exception as exc:  # collected and asserted below
             errors.append(exc)
         finally:

@@ -35,3 +35,20 @@ def test_service_refusals_land_next_to_their_field_or_on_the_form():
 
 def test_success_returns_the_result():
     assert submit(NameForm({"name": "ok"}), lambda data: data["name"].upper()) == ("OK", True)
+
+
+def test_a_failed_submission_carries_the_status_the_api_would_give():
+    from controlplane.common.forms import failure_status
+
+    def refuse(exc):
+        def action(data):
+            raise exc
+        return action
+
+    bad = NameForm({"name": "too-long"})
+    submit(bad, refuse(PermissionDenied("no")))
+    assert failure_status(bad) == 400
+    for exc, status in [(ValidationError({"name": "x"}), 400), (PermissionDenied("no"), 403), (Conflict("name", "x"), 409)]:
+        form = NameForm({"name": "ok"})
+        submit(form, refuse(exc))
+        assert failure_status(form) == status
