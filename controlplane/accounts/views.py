@@ -1,18 +1,19 @@
-"""Team page: members, tokens and quota. Every action calls a service; errors come back inline."""
+"""Team page: members, tokens and quota. Every action is a form that feeds a service; a refusal
+re-renders the page with the error next to its field."""
 from datetime import timedelta
 
 from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from controlplane.accounts import selectors, services
-from controlplane.accounts.forms import MemberAddForm, MemberRoleForm, TokenIssueForm
+from controlplane.accounts.forms import MemberAddForm, MemberRemoveForm, MemberRoleForm, TokenIssueForm, TokenRevokeForm
 from controlplane.accounts.models import Role
-from controlplane.common.ui import REFUSALS, flash_refusal, ui_actor
+from controlplane.common.forms import failure_status, submit
+from controlplane.common.ui import ui_actor
 from controlplane.quotas.ui import quota_bars
 
 
@@ -26,26 +27,41 @@ class LoginView(auth_views.LoginView):
         return super().form_invalid(form)
 
 
-def _team_page(request, *, new_token=None, status=200):
+def _team_page(request, *, failed=None, new_token=None, status=200):
+    """The Team page. ``failed`` is (place, bound form) of a refused action, shown where it was
+    submitted: ("member-add", slug), ("member", slug, username), ("token", slug or "") or
+    ("revoke", pk). A form the page does not show (not an admin) shows its errors at the top."""
     teams = list(selectors.visible_teams(request.user).order_by("slug"))
     bars = quota_bars(teams)
-    sections = [
-        {
+    place, bound = failed or (None, None)
+    sections = []
+    for team in teams:
+        is_admin = selectors.has_role(request.user, team, Role.ADMIN)
+        sections.append({
             "team": team,
             "quota_bar": bars[team.pk],
             "members": selectors.team_members(team),
-            "is_admin": selectors.has_role(request.user, team, Role.ADMIN),
+            "is_admin": is_admin,
             "tokens": selectors.tokens_manageable(request.user).filter(team=team),
             "history": selectors.team_history(team)[:10],
-        }
-        for team in teams
-    ]
+            "member_form": bound if place == ("member-add", team.slug) else MemberAddForm(auto_id=f"{team.slug}-member-%s"),
+            "failed_member": place[2] if place and place[:2] == ("member", team.slug) else None,
+            "failed_member_form": bound,
+            "token_form": bound if place == ("token", team.slug) else TokenIssueForm(auto_id=f"{team.slug}-token-%s"),
+        })
+    shown = {("member-add", s["team"].slug) for s in sections if s["is_admin"]}
+    shown |= {("token", s["team"].slug) for s in sections if s["is_admin"]} | {("token", "")}
+    shown_rows = {s["team"].slug for s in sections if s["is_admin"]}
+    placed = place in shown or (place and place[0] == "member" and place[1] in shown_rows)
     personal = selectors.tokens_manageable(request.user).filter(user=request.user, team__isnull=True)
     context = {
         "sections": sections,
         "personal_tokens": personal,
+        "personal_token_form": bound if place == ("token", "") else TokenIssueForm(auto_id="personal-token-%s"),
+        "failed_revoke": place[1] if place and place[0] == "revoke" else None,
+        "failed_revoke_form": bound,
+        "unplaced_errors": bound if bound is not None and not placed and place[0] != "revoke" else None,
         "roles": Role.choices,
-        "token_form": TokenIssueForm(),
         "new_token": new_token,
         "now": timezone.now(),
     }
@@ -57,24 +73,25 @@ def team(request):
     return _team_page(request)
 
 
-def _valid(form) -> dict:
-    if not form.is_valid():
-        raise ValidationError({name: [e["message"] for e in errors] for name, errors in form.errors.get_json_data().items()})
-    return form.cleaned_data
+def _done(request, message: str):
+    messages.success(request, message)
+    return redirect("team")
+
+
+def _refused(request, place, form):
+    return _team_page(request, failed=(place, form), status=failure_status(form))
 
 
 @login_required
 @require_POST
 def member_add(request, slug):
     team = get_object_or_404(selectors.visible_teams(request.user), slug=slug)
-    try:
-        data = _valid(MemberAddForm(request.POST))
-        user = selectors.user_by_username(data["username"])
-        services.membership_set(actor=ui_actor(request), team=team, user=user, role=data["role"])
-        messages.success(request, f"{user.username} is now {data['role']} in {team.slug}.")
-    except REFUSALS as exc:
-        flash_refusal(request, exc)
-    return redirect("team")
+    form = MemberAddForm(request.POST, auto_id=f"{slug}-member-%s")
+    membership, ok = submit(form, lambda data: services.membership_set(
+        actor=ui_actor(request), team=team, user=selectors.user_by_username(data["username"]), role=data["role"]))
+    if not ok:
+        return _refused(request, ("member-add", slug), form)
+    return _done(request, f"{membership.user.username} is now {membership.role} in {team.slug}.")
 
 
 @login_required
@@ -82,13 +99,12 @@ def member_add(request, slug):
 def member_role(request, slug, username):
     team = get_object_or_404(selectors.visible_teams(request.user), slug=slug)
     membership = get_object_or_404(selectors.team_members(team), user__username=username)
-    try:
-        role = _valid(MemberRoleForm(request.POST))["role"]
-        services.membership_set(actor=ui_actor(request), team=team, user=membership.user, role=role)
-        messages.success(request, f"{username} is now {role} in {team.slug}.")
-    except REFUSALS as exc:
-        flash_refusal(request, exc)
-    return redirect("team")
+    form = MemberRoleForm(request.POST)
+    changed, ok = submit(form, lambda data: services.membership_set(
+        actor=ui_actor(request), team=team, user=membership.user, role=data["role"]))
+    if not ok:
+        return _refused(request, ("member", slug, username), form)
+    return _done(request, f"{username} is now {changed.role} in {team.slug}.")
 
 
 @login_required
@@ -96,32 +112,36 @@ def member_role(request, slug, username):
 def member_remove(request, slug, username):
     team = get_object_or_404(selectors.visible_teams(request.user), slug=slug)
     membership = get_object_or_404(selectors.team_members(team), user__username=username)
-    try:
-        services.membership_remove(actor=ui_actor(request), team=team, user=membership.user)
-        messages.success(request, f"{username} was removed from {team.slug}.")
-    except REFUSALS as exc:
-        flash_refusal(request, exc)
-    return redirect("team")
+    form = MemberRemoveForm(request.POST)
+    _, ok = submit(form, lambda data: services.membership_remove(actor=ui_actor(request), team=team, user=membership.user))
+    if not ok:
+        return _refused(request, ("member", slug, username), form)
+    return _done(request, f"{username} was removed from {team.slug}.")
+
+
+def _token_issue(request, data):
+    # A team named in the form is resolved as in the API: unknown and foreign teams are a field error.
+    team = selectors.team_for_write(request.user, data["team"]) if data["team"] else None
+    return services.token_create(
+        actor=ui_actor(request),
+        user=None if team else request.user,
+        team=team,
+        name=data["name"],
+        scopes=data["scopes"],
+        expires_at=timezone.now() + timedelta(days=data["expires_in_days"]),
+    )
 
 
 @login_required
 @require_POST
 def token_issue(request):
     """On success the page is rendered directly, so the secret is shown once and stored nowhere."""
-    try:
-        data = _valid(TokenIssueForm(request.POST))
-        team = get_object_or_404(selectors.visible_teams(request.user), slug=data["team"]) if data["team"] else None
-        token, secret = services.token_create(
-            actor=ui_actor(request),
-            user=None if team else request.user,
-            team=team,
-            name=data["name"],
-            scopes=data["scopes"],
-            expires_at=timezone.now() + timedelta(days=data["expires_in_days"]),
-        )
-    except REFUSALS as exc:
-        flash_refusal(request, exc)
-        return redirect("team")
+    slug = request.POST.get("team", "")
+    form = TokenIssueForm(request.POST, auto_id=f"{slug}-token-%s" if slug else "personal-token-%s")
+    issued, ok = submit(form, lambda data: _token_issue(request, data))
+    if not ok:
+        return _refused(request, ("token", slug), form)
+    token, secret = issued
     return _team_page(request, new_token={"token": token, "secret": secret}, status=201)
 
 
@@ -129,9 +149,8 @@ def token_issue(request):
 @require_POST
 def token_revoke(request, pk):
     token = get_object_or_404(selectors.tokens_manageable(request.user), pk=pk)
-    try:
-        services.token_revoke(actor=ui_actor(request), token=token)
-        messages.success(request, f"Token {token.prefix} ({token.name}) is revoked.")
-    except REFUSALS as exc:
-        flash_refusal(request, exc)
-    return redirect("team")
+    form = TokenRevokeForm(request.POST)
+    _, ok = submit(form, lambda data: services.token_revoke(actor=ui_actor(request), token=token))
+    if not ok:
+        return _refused(request, ("revoke", token.pk), form)
+    return _done(request, f"Token {token.prefix} ({token.name}) is revoked.")

@@ -1,8 +1,11 @@
+import re
+
 import pytest
 from django.core.cache import cache
 
 from controlplane.accounts import throttle
 from controlplane.accounts.models import ApiToken, Membership, Role
+from controlplane.audit.models import AuditEvent
 from tests.conftest import PASSWORD, _user
 
 
@@ -57,6 +60,19 @@ def test_team_page_issues_a_token_once(client, team):
     assert token.prefix in again and secret not in again
 
 
+def field_errors(html: str, field_id: str) -> list[str]:
+    """The errors in the errorlist right after the field ``field_id``, which is marked invalid."""
+    field = re.search(rf'<(?:input|select)[^>]*id="{field_id}"[^>]*>', html)
+    assert field, f"no field {field_id}"
+    assert 'aria-invalid="true"' in field.group(0) and f'aria-describedby="{field_id}_error"' in field.group(0)
+    after = html[field.end():]
+    if field.group(0).startswith("<select"):
+        after = after[after.index("</select>") + len("</select>"):]
+    errors = re.match(rf'\s*<ul class="errorlist" id="{field_id}_error">(.*?)</ul>', after, re.S)
+    assert errors, f"no errorlist right after {field_id}"
+    return re.findall(r"<li>(.*?)</li>", errors.group(1))
+
+
 def test_team_page_member_forms_and_errors(client, team, viewer):
     admin = _user("ada")
     Membership.objects.create(user=admin, team=team, role=Role.ADMIN)
@@ -65,20 +81,64 @@ def test_team_page_member_forms_and_errors(client, team, viewer):
     response = client.post("/team/vision/members/", {"username": "nia", "role": "deployer"}, follow=True)
     assert b"nia is now deployer in vision" in response.content
     assert Membership.objects.get(user__username="nia").role == Role.DEPLOYER
-    response = client.post("/team/vision/members/", {"username": "ghost", "role": "viewer"}, follow=True)
-    assert b"username: No active user named" in response.content
-    response = client.post("/team/vision/members/ada/role/", {"role": "viewer"}, follow=True)
-    assert b"last admin" in response.content and Membership.objects.get(user=admin).role == Role.ADMIN
+    events = AuditEvent.objects.count()
+    response = client.post("/team/vision/members/", {"username": "ghost", "role": "viewer"})
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert field_errors(html, "vision-member-username") == ["No active user named &#x27;ghost&#x27;."]
+    assert 'value="ghost"' in html  # what was typed stays
+    response = client.post("/team/vision/members/", {"username": "vic", "role": "owner"})
+    assert response.status_code == 400 and "owner is not one of the available choices" in field_errors(
+        response.content.decode(), "vision-member-role")[0]
+    response = client.post("/team/vision/members/ada/role/", {"role": "viewer"})
+    assert response.status_code == 409
+    row = response.content.decode().split('data-member="ada"')[1].split("</tr>")[0]
+    assert 'aria-invalid="true"' in row and '<ul class="errorlist" id="member-vision-ada-errors" role="alert"><li>ada is the last admin' in row
+    assert Membership.objects.get(user=admin).role == Role.ADMIN
+    assert Membership.objects.get(user=viewer).role == Role.VIEWER and AuditEvent.objects.count() == events
     client.post("/team/vision/members/vic/remove/")
     assert not Membership.objects.filter(user=viewer).exists()
+
+
+def test_a_refused_token_shows_its_errors_in_its_own_form(client, team, other_team):
+    admin = _user("ada")
+    Membership.objects.create(user=admin, team=team, role=Role.ADMIN)
+    client.force_login(admin)
+    response = client.post("/team/tokens/", {"name": "", "scopes": ["bogus"], "expires_in_days": 999, "team": "vision"})
+    assert response.status_code == 400
+    html = response.content.decode()
+    vision = html.split('class="card team-section" data-team="vision"')[1].split("Your personal tokens")[0]
+    assert field_errors(vision, "vision-token-name") == ["This field is required."]
+    assert field_errors(vision, "vision-token-expires_in_days") == ["Ensure this value is less than or equal to 366."]
+    assert 'id="vision-token-scopes_error"' in vision
+    personal = html.split("Your personal tokens")[1]
+    assert "errorlist" not in personal
+    assert not ApiToken.objects.exists()
+
+
+@pytest.mark.parametrize("slug", ["speech", "no-such-team"])
+def test_a_team_named_in_the_token_form_that_is_not_yours_is_a_field_error(client, team, other_team, slug):
+    """Decided in issue 8: a team named in a form field (not the URL) is a 400 naming the field, as in the API."""
+    admin = _user("ada")
+    Membership.objects.create(user=admin, team=team, role=Role.ADMIN)
+    client.force_login(admin)
+    response = client.post("/team/tokens/", {"name": "ci", "scopes": ["read"], "expires_in_days": 9, "team": slug})
+    assert response.status_code == 400
+    html = response.content.decode()
+    # no form of the page names that team, so the error heads the page, naming the field
+    alert = html.split('<div class="messages" role="alert">')[1].split("</div>")[0]
+    assert f"team: No team named &#x27;{slug}&#x27; among your teams." in alert
+    assert not ApiToken.objects.exists() and not AuditEvent.objects.filter(action="token.create").exists()
 
 
 def test_viewers_see_no_admin_forms(client, viewer):
     client.force_login(viewer)
     html = client.get("/team/").content.decode()
     assert "Add member" not in html and "Issue team token" not in html and "Issue personal token" in html
-    response = client.post("/team/vision/members/", {"username": "vic", "role": "admin"}, follow=True)
-    assert b"needs the admin role" in response.content
+    response = client.post("/team/vision/members/", {"username": "vic", "role": "admin"})
+    assert response.status_code == 403
+    alert = response.content.decode().split('<div class="messages" role="alert">')[1].split("</div>")[0]
+    assert "needs the admin role" in alert
     assert Membership.objects.get(user=viewer).role == Role.VIEWER
 
 
