@@ -10,6 +10,11 @@ from controlplane.common.errors import ServiceError
 REFUSALS = (ValidationError, PermissionDenied, ServiceError)
 
 
+def is_htmx(request) -> bool:
+    """True for a request htmx made (it sends ``HX-Request: true``): answer with a fragment."""
+    return request.headers.get("HX-Request") == "true"
+
+
 def ui_actor(request) -> Actor:
     return Actor.from_request(request, source=Source.UI)
 
