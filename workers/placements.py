@@ -4,7 +4,7 @@ from controlplane.audit.context import Actor
 from controlplane.audit.models import Source
 from controlplane.placements import services
 from controlplane.placements.models import Placement
-from workers.base import task
+from workers.base import TryLater, task
 
 log = logging.getLogger(__name__)
 
@@ -21,11 +21,14 @@ def apply_placement(placement_id: int):
 
 @task("placements.unload_placement")
 def unload_placement(placement_id: int):
-    """Unload a removed placement's targets. A missing placement is a quiet no-op."""
+    """Unload a removed placement's targets. A missing placement is a quiet no-op. A server that
+    refused the unload or is still unloading gets it again, with backoff (unloading twice is harmless)."""
     if not Placement.objects.filter(pk=placement_id).exists():
         return None
     counts = services.placement_unload(placement_id=placement_id, actor=Actor.system(Source.WORKER))
     log.info("unloaded placement %s: %s", placement_id, counts)
+    if counts.get("unloading"):
+        raise TryLater(f"placement {placement_id}: {counts['unloading']} server(s) still unloading")
     return counts
 
 
@@ -35,3 +38,10 @@ def reconcile_fleet():
     report = services.reconcile_fleet(actor=Actor.system())
     log.info("reconciled placements: %s", {k: len(v) if isinstance(v, list) else v for k, v in report.items()})
     return report
+
+
+@task("placements.sample_live", max_retries=0)
+def sample_live():
+    """Periodic: sample what each server says about each placement target, for the live view.
+    Not retried: the next tick takes a fresher sample."""
+    return services.placements_sample()

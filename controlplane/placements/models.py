@@ -117,3 +117,20 @@ class ReconcileRun(models.Model):
 
     def __str__(self):
         return f"reconcile run {self.pk} at {self.started_at:%Y-%m-%d %H:%M:%S}"
+
+
+class TargetSample(models.Model):
+    """What Triton last said about one target: its versions and cumulative statistics, taken by
+    the periodic sampler so that no web request waits on Triton. One row per target, overwritten
+    at each sample: an observation like ReconcileRun, not a change of state, so not audited."""
+
+    target = models.OneToOneField(PlacementTarget, primary_key=True, on_delete=models.CASCADE, related_name="sample")
+    taken_at = models.DateTimeField()
+    loaded_at = models.DateTimeField(null=True, blank=True, help_text="The target's loaded_at when taken: counters restart at each load.")
+    states = models.JSONField(default=list, help_text="Triton's repository index rows for the model.")
+    stats = models.JSONField(null=True, blank=True, help_text="This sample's cumulative statistics (insight.StatsSample).")
+    previous = models.JSONField(null=True, blank=True, help_text="The sample before, of the same load, for rates.")
+    error = models.TextField(blank=True)
+
+    def __str__(self):
+        return f"sample of {self.target} at {self.taken_at:%H:%M:%S}"

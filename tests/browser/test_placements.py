@@ -3,6 +3,7 @@
 One server is healthy; the disposable one fails the model's initialize() while a marker file sits
 in its working directory, so the page shows a READY target beside a FAILED, drifted one.
 """
+import re
 from pathlib import Path
 
 import pytest
@@ -50,12 +51,13 @@ def placed(s3, model, deployer, triton_fleet, disposable_triton):
     assert in_thread(services.placement_apply, placement_id=placement.pk) == {"ready": 1, "failed": 1}
     in_thread(services.reconcile_fleet)  # records the failed server's drift
     in_thread(infer_concurrently, healthy.http_url, 16)
+    assert in_thread(services.placements_sample)["targets"] == 2  # what the periodic task does
     yield placement, marker
     app.control.purge()  # the page's retry and remove queued tasks that no worker ran here
     in_thread(unload_and_wait, healthy.http_url, NAME)
 
 
-def test_model_page_shows_each_server_with_live_state_drift_and_batching(ui, placed, model):
+def test_model_page_shows_each_server_with_live_state_drift_and_batching(ui, placed, model, triton_fleet):
     placement, marker = placed
     page = ui.page
     ui.sign_in("dana")
@@ -75,18 +77,26 @@ def test_model_page_shows_each_server_with_live_state_drift_and_batching(ui, pla
     assert broken.locator("td").nth(1).evaluate("e => getComputedStyle(e).backgroundColor") == DRIFT_ROW_BACKGROUND
     assert healthy.locator("td").nth(1).evaluate("e => getComputedStyle(e).backgroundColor") != DRIFT_ROW_BACKGROUND
 
-    # What Triton says now arrives through htmx, with the batching numbers.
-    expect(healthy.locator(".live")).to_have_text("v1 READY")
+    # What Triton said at the last sample arrives through htmx, with the batching numbers.
+    expect(healthy.locator(".live .model-state")).to_have_text("v1 READY")
+    expect(healthy.locator(".live .sample-age")).to_have_text(re.compile(r"sampled \d+ s ago"))
     expect(broken.locator(".live")).to_contain_text("v1 UNAVAILABLE")
     expect(healthy.locator(".insight-batch")).to_contain_text("of 8")
     batch = float(healthy.locator(".insight-batch").inner_text().split()[0])
     assert 1 < batch <= 8
     expect(healthy.locator(".insight-queue")).to_contain_text("%")
-    expect(healthy.locator(".insight-batch .basis")).to_have_text("since load")  # the requests came before the page
-    expect(healthy.locator(".insight-rps")).to_contain_text("0.0")  # no traffic while the page sampled
-    expect(healthy.locator(".insight-rps .muted")).to_have_text("last 1 s")
+    expect(healthy.locator(".insight-batch .basis")).to_have_text("since load")  # one sample: no window yet
+    expect(healthy.locator(".insight-rps")).to_have_text("—")
     expect(broken.locator(".insight-batch")).to_have_text("—")
     ui.screenshot("placements-model-page")
+
+    # More traffic, and the next sample: rates over the window between the two samples.
+    in_thread(infer_concurrently, triton_fleet[0].http_url, 16)
+    in_thread(services.placements_sample)
+    page.reload()
+    expect(healthy.locator(".insight-batch .basis")).to_have_text(re.compile(r"last \d+ s"))
+    expect(healthy.locator(".insight-rps .muted")).to_have_text(re.compile(r"last \d+ s"))
+    assert float(healthy.locator(".insight-rps").inner_text().split()[0]) > 0
 
     # Fix the node, then retry from the page (with its confirmation).
     marker.unlink()
@@ -95,9 +105,10 @@ def test_model_page_shows_each_server_with_live_state_drift_and_batching(ui, pla
     expect(page.get_by_role("status").filter(has_text="Retrying")).to_have_text(f"Retrying placement {placement.pk} on disposable.")
     expect(broken.locator(".target-state")).to_have_text("Pending")
     assert in_thread(services.placement_apply, placement_id=placement.pk) == {"ready": 1}  # what the worker does
+    in_thread(services.placements_sample)
     page.reload()
     expect(card.locator(".placement-summary .pill")).to_have_text(["2 ready"])
-    expect(broken.locator(".live")).to_have_text("v1 READY")
+    expect(broken.locator(".live .model-state")).to_have_text("v1 READY")
     ui.screenshot("placements-after-retry")
 
     # Remove, dismissing the confirmation first: nothing happens.

@@ -145,13 +145,16 @@ def test_apply_loads_on_two_servers_with_our_config_and_remove_unloads(s3, actor
     assert len(ready) == 2 and {e.source for e in ready} == {"worker"}
     assert apply_placement(placement.pk) == {}  # a second delivery finds nothing to do
 
-    # Batching insight: a first look primes the sample, then 24 requests arrive at once.
-    placement = Placement.objects.prefetch_related("targets__server").select_related("model__team").get(pk=targets[0].placement_id)
+    # Batching insight: the periodic sampler takes a first sample, then 24 requests arrive at once.
+    placement = Placement.objects.get(pk=targets[0].placement_id)
+    assert services.placement_live(placement) == {}  # no sample yet, and no call to Triton
+    assert services.placements_sample() == {"servers": 2, "targets": 2, "unreachable": 0}
     first = services.placement_live(placement)[targets[0].pk]
     assert [(r["version"], r["state"]) for r in first.states] == [("1", "READY")]
-    assert first.insight.requests_per_second == 0.0 and first.insight.batch_size is None
+    assert first.insight.requests_per_second is None and first.insight.batch_size is None  # one sample: no window
     infer_concurrently(fleet[0].http_url, 24)
     stats = TritonClient(fleet[0].http_url).stats(NAME)[0]
+    services.placements_sample()
     live = services.placement_live(placement)[targets[0].pk].insight
     assert live.basis == "window" and live.requests == 24
     assert live.batch_size == pytest.approx(24 / stats["execution_count"]) and live.batch_size > 1

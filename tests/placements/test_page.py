@@ -8,7 +8,7 @@ from django.test.utils import CaptureQueriesContext
 from controlplane.audit.context import Actor
 from controlplane.audit.models import AuditEvent
 from controlplane.placements import services
-from controlplane.placements.models import Drift, Placement, PlacementTarget, ReconcileRun, TargetState
+from controlplane.placements.models import Drift, Placement, PlacementTarget, ReconcileRun, TargetSample, TargetState
 from tests.placements.conftest import make_config
 
 
@@ -92,15 +92,32 @@ def test_refusals_come_back_as_messages_naming_the_field(client, deployer, viewe
     assert Placement.objects.count() == 0
 
 
-def test_the_live_fragment_reports_unreachable_servers_quickly(client, viewer, outsider, placed):
+def test_the_live_fragment_serves_the_last_sample_and_never_calls_triton(client, viewer, outsider, placed):
     client.force_login(viewer)
+    with CaptureQueriesContext(connection) as queries:
+        html = client.get(f"/placements/{placed.pk}/live/").content.decode()
+    assert 'hx-trigger="every 10s"' in html and "reading the last sample" not in html
+    assert html.count("no sample yet") == 2 and "Connection refused" not in html  # nothing asked Triton
+
+    assert services.placements_sample() == {"servers": 1, "targets": 2, "unreachable": 2}  # what beat runs
     response = client.get(f"/placements/{placed.pk}/live/")
     assert response.status_code == 200
     html = response.content.decode()
-    assert 'hx-trigger="every 10s"' in html and "asking Triton" not in html
     assert html.count('class="error small"') == 2 and "Connection refused" in html
+    assert html.count("no sample yet") == 0 and len(re.findall(r"sampled \d+ s ago", html)) == 2
+    assert len(queries) < 15  # a handful of queries, none per target
     client.force_login(outsider)
     assert client.get(f"/placements/{placed.pk}/live/").status_code == 404
+
+
+def test_the_sampler_keeps_one_sample_per_active_target(deployer, model, placed):
+    services.placements_sample()
+    assert TargetSample.objects.count() == 2
+    services.placements_sample()  # overwritten, not appended
+    assert TargetSample.objects.count() == 2
+    services.placement_remove(actor=Actor(user=deployer, source="api"), placement=placed)
+    assert services.placements_sample() == {"servers": 0, "targets": 0, "unreachable": 0}
+    assert TargetSample.objects.count() == 0 and services.placement_live(placed) == {}
 
 
 def test_model_page_query_count_does_not_grow_with_placements(client, deployer, model, versions, pool):

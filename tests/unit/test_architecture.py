@@ -22,7 +22,8 @@ def test_only_services_and_tasks_import_the_triton_client():
         if path.name == "triton_client.py" or "devstack" in path.parts:
             continue
         if any("triton_client" in name or name.startswith("tritonclient") for name in _imports(path)):
-            if path.name != "services.py" and "workers" not in path.parts:
+            is_service = path.name == "services.py" or path.parent.name == "services"
+            if not is_service and "workers" not in path.parts:
                 offenders.append(str(path.relative_to(ROOT)))
     assert offenders == []
 
@@ -35,3 +36,12 @@ def test_views_and_serializers_do_not_write_models_directly():
         source = path.read_text()
         for call in (".objects.create(", ".save(", ".delete(", ".objects.update(", "bulk_create("):
             assert call not in source, f"{path.relative_to(ROOT)} writes with {call}"
+
+
+def test_services_may_be_a_package_of_seams():
+    """A services/ package counts as services: its modules may talk to Triton, no others may."""
+    package = ROOT / "controlplane" / "placements" / "services"
+    assert (package / "__init__.py").is_file() and not (ROOT / "controlplane" / "placements" / "services.py").exists()
+    talking = sorted(p.name for p in package.glob("*.py") if any("triton_client" in n for n in _imports(p)))
+    assert talking == ["execution.py", "live.py", "reconciler.py"]
+
