@@ -11,7 +11,11 @@ from controlplane.registry import views as registry_views
 urlpatterns = [
     path("", common_views.overview, name="overview"),
     path("models/", registry_views.model_list, name="model-list"),
+    path("models/new/", registry_views.model_register, name="model-register"),
     path("models/<int:pk>/", registry_views.model_detail, name="model-detail"),
+    path("models/<int:pk>/versions/new/", registry_views.version_register, name="version-register"),
+    path("models/<int:pk>/versions/upload/", registry_views.version_upload, name="version-upload"),
+    path("models/<int:pk>/versions/from-s3/", registry_views.version_from_s3, name="version-from-s3"),
     path("models/<int:pk>/labels/move/", registry_views.label_move, name="label-move"),
     path("models/<int:pk>/labels/delete/", registry_views.label_delete, name="label-delete"),
     path("", include("controlplane.serving.urls")),

@@ -31,6 +31,16 @@ def has_role(user, team: Team, role: str) -> bool:
     return current is not None and ROLE_RANK[current] >= ROLE_RANK[role]
 
 
+def teams_with_role(user, role: str) -> QuerySet[Team]:
+    """The teams where the user holds at least ``role`` (what a page offers to write into)."""
+    if is_platform_admin(user):
+        return Team.objects.all()
+    if not (user and user.is_authenticated):
+        return Team.objects.none()
+    ranks = [r for r, rank in ROLE_RANK.items() if rank >= ROLE_RANK[role]]
+    return Team.objects.filter(memberships__user=user, memberships__role__in=ranks)
+
+
 def team_for_write(user, slug: str, field: str = "team") -> Team:
     """Resolve a team named in a request. Unknown and foreign teams get the same answer."""
     team = visible_teams(user).filter(slug=slug).first()

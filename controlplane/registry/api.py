@@ -1,5 +1,3 @@
-from django.conf import settings
-from django.core.exceptions import ValidationError
 from django.http import Http404
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, parsers, serializers, status, viewsets
@@ -15,12 +13,11 @@ from controlplane.common.api import (
     StrictSerializer,
     validated,
 )
-from controlplane.common.errors import PayloadTooLarge
 from controlplane.common.parsers import JSONParser
 from controlplane.registry import labels, selectors, services
-from controlplane.registry.artifacts import extract_archive, safe_relpath
 from controlplane.registry.filters import ModelFilterSet
 from controlplane.registry.models import Backend, LabelMove, Model, ModelVersion
+from controlplane.registry.uploads import check_upload_length, upload_field, uploaded_contents
 
 
 class ModelSerializer(serializers.ModelSerializer):
@@ -90,36 +87,8 @@ class UploadLimitMultiPartParser(parsers.MultiPartParser):
     """Refuse an oversized upload before reading its body."""
 
     def parse(self, stream, media_type=None, parser_context=None):
-        request = parser_context["request"]
-        length = int(request.META.get("CONTENT_LENGTH") or 0)
-        limit = settings.SWITCHYARD_MAX_UPLOAD_BYTES
-        if length > limit:
-            raise PayloadTooLarge("files", f"The upload is {length} bytes; the limit is {limit} (SWITCHYARD_MAX_UPLOAD_MB).")
+        check_upload_length(int(parser_context["request"].META.get("CONTENT_LENGTH") or 0))
         return super().parse(stream, media_type, parser_context)
-
-
-def _upload_field(data: dict) -> str:
-    """The field that problems with uploaded contents are reported under."""
-    return "archive" if data.get("archive") is not None and not data.get("files") else "files"
-
-
-def _uploaded_contents(data: dict) -> dict[str, bytes] | None:
-    files, archive = data.get("files"), data.get("archive")
-    if not files and archive is None:
-        return None
-    limit = settings.SWITCHYARD_MAX_UPLOAD_BYTES
-    contents: dict[str, bytes] = {}
-    if archive is not None:
-        contents.update(extract_archive(archive.name, archive.read(), limit=limit))
-    for upload in files or []:
-        path = safe_relpath(upload.name, "files")
-        if path in contents:
-            raise ValidationError({"files": f"{path} is uploaded twice."})
-        contents[path] = upload.read()
-    total = sum(len(b) for b in contents.values())
-    if total > limit:
-        raise PayloadTooLarge("files", f"The files add up to {total} bytes; the limit is {limit}.")
-    return contents
 
 
 class VersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -148,8 +117,8 @@ class VersionViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
             model=model,
             version=data["version"],
             source_uri=data.get("source_uri"),
-            contents=_uploaded_contents(data),
-            contents_field=_upload_field(data),
+            contents=uploaded_contents(data.get("files"), data.get("archive")),
+            contents_field=upload_field(data.get("files"), data.get("archive")),
             metadata=data.get("metadata"),
         )
         return Response(VersionSerializer(version).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)

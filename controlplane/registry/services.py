@@ -75,6 +75,11 @@ def staging_prefix(team: Team) -> str:
     return f"{settings.SWITCHYARD_S3_STAGING_PREFIX}/{team.slug}"
 
 
+def staging_uri(team: Team) -> str:
+    """The team's staging area as an s3:// URI, for hints in forms."""
+    return storage.uri(staging_prefix(team))
+
+
 def _staged_source(model: Model, source_uri: str) -> str:
     """The key prefix of a source, which must lie in the model's team's staging area.
 
