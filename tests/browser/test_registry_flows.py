@@ -156,7 +156,7 @@ def test_register_a_version_by_archive_upload_with_progress(ui, s3, model, deplo
     if page.url.endswith("/versions/new/"):
         ui.screenshot("version-upload-progress")
 
-    expect(page).to_have_url(ui.url(f"/models/{model.pk}/#versions"))
+    expect(page).to_have_url(ui.url(f"/models/{model.pk}/#versions"), timeout=30_000)  # 3 s of upload, then S3
     cdp.send("Network.emulateNetworkConditions", {"offline": False, "latency": 0, "downloadThroughput": -1, "uploadThroughput": -1})
     expect(page.get_by_role("status")).to_have_text("Registered vision/fraud-scorer v3.")
     seen = json.loads(page.evaluate("() => sessionStorage.getItem('progress')"))
