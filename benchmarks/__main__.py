@@ -2,10 +2,11 @@
 import argparse
 import sys
 
-from benchmarks import api_latency
+from benchmarks import api_latency, audit_badge
 
 BENCHMARKS = {
     "api_latency": api_latency.main,
+    "audit_badge": audit_badge.main,
 }
 
 

@@ -147,6 +147,8 @@ SWITCHYARD_PLACEMENT_UNLOAD_WAIT_SECONDS = env.positive_float("SWITCHYARD_PLACEM
 SWITCHYARD_PLACEMENT_PENDING_GRACE_SECONDS = env.positive_float("SWITCHYARD_PLACEMENT_PENDING_GRACE_SECONDS", default=60.0)
 SWITCHYARD_PLACEMENT_CONCURRENCY = env.positive_int("SWITCHYARD_PLACEMENT_CONCURRENCY", default=SWITCHYARD_PROBE_CONCURRENCY)
 SWITCHYARD_RECONCILE_INTERVAL_SECONDS = env.positive_int("SWITCHYARD_RECONCILE_INTERVAL_SECONDS", default=30)
+# The model page's live view shows the last sample, taken this often by a periodic task.
+SWITCHYARD_LIVE_SAMPLE_INTERVAL_SECONDS = env.positive_int("SWITCHYARD_LIVE_SAMPLE_INTERVAL_SECONDS", default=10)
 
 # Celery. Without a broker URL, a filesystem broker under VAR_DIR needs no server process.
 REDIS_URL = env.str("REDIS_URL", default="")
@@ -180,6 +182,15 @@ CELERY_BEAT_SCHEDULE = {
     "reconcile-placements": {
         "task": "placements.reconcile_fleet",
         "schedule": float(SWITCHYARD_RECONCILE_INTERVAL_SECONDS),
+    },
+    "sample-placements": {
+        "task": "placements.sample_live",
+        "schedule": float(SWITCHYARD_LIVE_SAMPLE_INTERVAL_SECONDS),
+    },
+    # Keeps the audit badge's quick check short: it re-hashes only what came after the checkpoint.
+    "audit-checkpoint": {
+        "task": "audit.checkpoint_extend",
+        "schedule": 60.0,
     },
 }
 

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from benchmarks import api_latency
+from benchmarks import api_latency, audit_badge
 from benchmarks.__main__ import BENCHMARKS
 
 FINAL_LINE = re.compile(r"^(?P<name>[a-z0-9_]+): (?P<value>\S+) \(goal: [^)]+\)$", re.MULTILINE)
@@ -38,9 +38,35 @@ def test_api_latency_benchmark_runs_at_a_tiny_size():
     assert finals["query_count_growth"] == str(sum(max(p.growth, 0) for p in result.pages))
 
 
+@pytest.mark.django_db
+def test_audit_badge_benchmark_runs_at_a_tiny_size():
+    out = io.StringIO()
+    result = audit_badge.run(size="tiny", rounds=2, out=out)
+    text = out.getvalue()
+
+    tiny = audit_badge.SIZES["tiny"]
+    assert [p.events for p in result.points] == list(tiny.chains)
+    for point in result.points:
+        assert len(point.badge_ms) == len(point.api_ms) == 2
+        assert point.checked == 1 + audit_badge.TAIL  # the checkpoint's event and the tail after it
+        assert point.queries > 0 and point.full_s > 0
+        assert re.search(rf"^\s*{point.events}\s+\d", text, re.MULTILINE), f"no table row for {point.events}"
+    from controlplane.audit.models import AuditEvent
+    from controlplane.audit.selectors import audit_chain_verify
+
+    report = audit_chain_verify()  # the seeded chain is a real one
+    assert report.ok and report.events == AuditEvent.objects.count() == tiny.chains[-1] + audit_badge.TAIL
+
+    finals = {m["name"]: m["value"] for m in FINAL_LINE.finditer(text)}
+    for name in ("audit_badge_ratio", "audit_badge_query_growth", "audit_badge_worst_ms"):
+        assert name in finals, f"missing final line {name!r} in:\n{text}"
+    assert finals["audit_badge_ratio"].endswith("x") and float(finals["audit_badge_ratio"][:-1]) > 0
+    assert finals["audit_badge_query_growth"] == "0"
+
+
 def test_every_benchmark_is_registered_and_the_cli_knows_the_sizes():
-    assert "api_latency" in BENCHMARKS
-    assert {"tiny", "small", "full"} <= set(api_latency.SIZES)
+    assert {"api_latency", "audit_badge"} <= set(BENCHMARKS)
+    assert {"tiny", "small", "full"} <= set(api_latency.SIZES) == set(audit_badge.SIZES)
 
 
 def test_percentile_interpolates_like_numpy():

@@ -1,13 +1,15 @@
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework import mixins, serializers, viewsets
+from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from controlplane.audit import exports
+from controlplane.audit.context import Actor
 from controlplane.audit.filters import AuditEventFilterSet
 from controlplane.audit.models import AuditEvent
-from controlplane.audit.selectors import audit_chain_verify, audit_events_visible
+from controlplane.audit.selectors import audit_chain_verify_tail, audit_events_visible
+from controlplane.audit.services import audit_verify_full_request
 
 
 class AuditEventSerializer(serializers.ModelSerializer):
@@ -25,9 +27,28 @@ class AuditEventSerializer(serializers.ModelSerializer):
 
 class ChainReportSerializer(serializers.Serializer):
     ok = serializers.BooleanField()
-    checked = serializers.IntegerField(help_text="How many events were re-hashed.")
+    checked = serializers.IntegerField(help_text="How many events this check re-hashed.")
     first_broken_id = serializers.IntegerField(allow_null=True, help_text="The first event whose link is broken.")
     problem = serializers.CharField()
+    scope = serializers.ChoiceField(["tail", "full"], help_text="tail: from the newest checkpoint on; full: from the start.")
+    start_after = serializers.IntegerField(allow_null=True, help_text="The checkpoint's event: the chain up to it was "
+                                           "verified earlier and is trusted; only that event is re-hashed again.")
+    checkpoint_at = serializers.DateTimeField(allow_null=True, help_text="When that checkpoint (or a standing break) was found.")
+    verified_to = serializers.IntegerField(allow_null=True, help_text="The last event the chain is verified up to.")
+    verified_hash = serializers.CharField(help_text="That event's hash.")
+    events = serializers.IntegerField(help_text="Events in the chain up to verified_to.")
+    head_id = serializers.IntegerField(allow_null=True, help_text="Where the chain ended when the check began.")
+    complete = serializers.BooleanField(help_text="False: the check stopped after a bounded number of events; "
+                                        "the newer ones, up to head_id, wait for the periodic task.")
+
+
+class VerifyFullRequestSerializer(serializers.Serializer):
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=500, default="")
+
+
+class VerifyFullQueuedSerializer(serializers.Serializer):
+    queued = serializers.BooleanField()
+    request_event_id = serializers.IntegerField(help_text="The audit event recording the request.")
 
 
 class AuditEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
@@ -56,8 +77,21 @@ class AuditEventViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewse
 
 
 class AuditChainVerifyView(APIView):
-    """Re-hash the whole chain. Reveals only whether it holds and where it first breaks."""
+    """The quick check: the events after the newest verified checkpoint, at most a bounded number.
+    Reveals only whether the chain holds and where it first breaks."""
 
     @extend_schema(responses=ChainReportSerializer)
     def get(self, request):
-        return Response(audit_chain_verify().as_dict())
+        return Response(ChainReportSerializer(audit_chain_verify_tail().as_dict()).data)
+
+
+class AuditChainVerifyFullView(APIView):
+    """Platform admins: queue a full re-verification from the start of the chain, run by a worker.
+    Its outcome is an audit event (audit.verify_full) and shows in the quick check."""
+
+    @extend_schema(request=VerifyFullRequestSerializer, responses={202: VerifyFullQueuedSerializer})
+    def post(self, request):
+        body = VerifyFullRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        event = audit_verify_full_request(actor=Actor.from_request(request), reason=body.validated_data["reason"])
+        return Response({"queued": True, "request_event_id": event.pk}, status=status.HTTP_202_ACCEPTED)

@@ -95,3 +95,30 @@ class AuditChainHead(models.Model):
 
     def __str__(self):
         return f"audit chain head at event {self.last_id}"
+
+
+class AuditCheckpoint(models.Model):
+    """One verification's outcome. When ok: the chain verified from its start up to event
+    ``event_id``, whose hash is ``event_hash``. When not: where it broke, which stands until a
+    later full verification passes.
+
+    Derived bookkeeping, not an audit event: the quick check re-hashes only what lies past the
+    newest ok checkpoint. A full check trusts no checkpoint.
+    """
+
+    ok = models.BooleanField(default=True)
+    event_id = models.BigIntegerField(null=True, db_index=True, help_text="The last event verified.")
+    event_hash = models.CharField(max_length=64, blank=True)
+    events = models.BigIntegerField(default=0, help_text="How many events the chain holds up to event_id.")
+    full = models.BooleanField(default=False, help_text="Made by a full verification from the start of the chain.")
+    first_broken_id = models.BigIntegerField(null=True, blank=True)
+    problem = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self):
+        if not self.ok:
+            return f"audit chain broken at event {self.first_broken_id}"
+        return f"audit chain verified to event {self.event_id}"

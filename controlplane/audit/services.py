@@ -1,13 +1,22 @@
 import ipaddress
 import json
+import logging
+import time
+import uuid
 
+from django.core.cache import cache
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
 
+from controlplane.accounts.access import authorize_platform_admin
 from controlplane.audit import chain
 from controlplane.audit.context import Actor
-from controlplane.audit.models import AuditChainHead, AuditEvent
+from controlplane.audit.models import AuditChainHead, AuditCheckpoint, AuditEvent, Source
+from controlplane.audit.selectors import ChainReport, audit_chain_known_break, audit_checkpoint_latest, chain_walk
+from controlplane.common.tasks import enqueue
+
+log = logging.getLogger(__name__)
 
 
 def snapshot(obj: models.Model, fields: list[str]) -> dict:
@@ -108,3 +117,93 @@ def create_audited(obj: models.Model, *, actor: Actor, action: str, fields: list
 
 def _is_unique_violation(exc: IntegrityError) -> bool:
     return getattr(exc.__cause__, "sqlstate", None) == "23505" or "UNIQUE constraint failed" in str(exc)
+
+
+# ---------------------------------------------------------------------------------------------
+# Verification checkpoints
+
+CHECKPOINT_CHUNK = 50_000  # events per saved checkpoint while extending: progress survives a crash
+VERIFY_LOCK = "audit:chain-verify"
+VERIFY_LOCK_SECONDS = 3600
+VERIFY_FULL_TASK = "audit.verify_full"
+
+
+def audit_checkpoint_extend(*, chunk: int = CHECKPOINT_CHUNK) -> ChainReport | None:
+    """Verify the events past the newest checkpoint, chunk by chunk, saving a checkpoint after
+    each, up to the head. Periodic; returns None when there is nothing it may do: another
+    verification runs, or a break stands (only a full verification can clear it).
+
+    Moving a checkpoint is bookkeeping and writes no audit event; finding a break does.
+    """
+    if audit_chain_known_break() is not None:
+        return None
+    with _verify_lock(wait=False) as held:
+        if not held:
+            return None
+        while True:
+            start = audit_checkpoint_latest()
+            report = chain_walk(start=start, limit=chunk)
+            if not report.ok:
+                with transaction.atomic():
+                    checkpoint = _save_outcome(report, full=False)
+                    audit_record(actor=Actor.system(Source.SCHEDULE), action="audit.chain_broken", obj=checkpoint,
+                                 after=_outcome(report), reason=report.problem)
+                return report
+            if report.verified_to is not None and (start is None or report.verified_to > start.event_id):
+                _save_outcome(report, full=False)
+            if report.complete:
+                return report
+
+
+def audit_chain_verify_full(*, actor: Actor, reason: str = "") -> ChainReport:
+    """Re-hash the whole chain, trusting no checkpoint, and record the outcome: a checkpoint
+    (which clears a standing break when the chain verifies again) and an audit event."""
+    with _verify_lock(wait=True):
+        report = chain_walk(start=None, limit=None)
+        with transaction.atomic():
+            checkpoint = _save_outcome(report, full=True)
+            audit_record(actor=actor, action="audit.verify_full", obj=checkpoint, after=_outcome(report),
+                         reason=reason or report.problem)
+    return report
+
+
+def audit_verify_full_request(*, actor: Actor, reason: str = "") -> AuditEvent:
+    """A platform admin asks for a full verification; a worker runs it. Audited here, queued on commit."""
+    authorize_platform_admin(actor)
+    head = AuditChainHead.objects.filter(pk=1).first() or AuditChainHead(pk=1, last_id=None)
+    with transaction.atomic():
+        event = audit_record(actor=actor, action="audit.verify_full_request", obj=head, reason=reason)
+        enqueue(VERIFY_FULL_TASK, request_event_id=event.pk)  # if the broker is down, the command can run it
+    return event
+
+
+def _save_outcome(report: ChainReport, *, full: bool) -> AuditCheckpoint:
+    return AuditCheckpoint.objects.create(
+        ok=report.ok, event_id=report.verified_to, event_hash=report.verified_hash, events=report.events, full=full,
+        first_broken_id=report.first_broken_id, problem=report.problem,
+    )
+
+
+def _outcome(report: ChainReport) -> dict:
+    return {"ok": report.ok, "checked": report.checked, "verified_to": report.verified_to, "events": report.events,
+            "first_broken_id": report.first_broken_id}
+
+
+class _verify_lock:
+    """One verification at a time, so that a periodic extension cannot save an ok checkpoint
+    after a concurrent full check recorded a break. A full check waits; an extension skips."""
+
+    def __init__(self, *, wait: bool):
+        self.wait, self.token, self.held = wait, uuid.uuid4().hex, False
+        self.key = f"{VERIFY_LOCK}:{connection.settings_dict.get('NAME')}"  # one chain per database
+
+    def __enter__(self) -> bool:
+        deadline = time.monotonic() + (VERIFY_LOCK_SECONDS if self.wait else 0)
+        while not (held := cache.add(self.key, self.token, VERIFY_LOCK_SECONDS)) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        self.held = held
+        return held
+
+    def __exit__(self, *exc) -> None:
+        if self.held and cache.get(self.key) == self.token:
+            cache.delete(self.key)

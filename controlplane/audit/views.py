@@ -1,11 +1,15 @@
 from urllib.parse import urlencode
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
 
-from controlplane.audit import selectors
+from controlplane.accounts.selectors import is_platform_admin
+from controlplane.audit import selectors, services
 from controlplane.audit.filters import AuditEventFilterSet
+from controlplane.common.ui import REFUSALS, flash_refusal, ui_actor
 
 PAGE_SIZE = 50
 
@@ -34,5 +38,24 @@ def audit_log(request):
 
 @login_required
 def audit_chain(request):
-    """The chain badge, loaded by the Audit page after it renders: verification reads every event."""
-    return render(request, "audit/_chain_badge.html", {"report": selectors.audit_chain_verify()})
+    """The chain badge, loaded by the Audit page after it renders. It runs the quick check, from
+    the newest checkpoint on, so its cost does not grow with the log."""
+    return render(request, "audit/_chain_badge.html", {
+        "report": selectors.audit_chain_verify_tail(),
+        "can_verify_full": is_platform_admin(request.user),
+    })
+
+
+@login_required
+@require_POST
+def audit_verify_full(request):
+    try:
+        services.audit_verify_full_request(actor=ui_actor(request), reason=request.POST.get("reason", ""))
+    except REFUSALS as exc:  # the Audit page again, with the reason and the API's status
+        flash_refusal(request, exc)
+        response = audit_log(request)
+        response.status_code = 403
+        return response
+    messages.success(request, "A full verification of the audit chain is queued; its outcome shows in the badge "
+                              "and as an audit.verify_full event.")
+    return redirect("audit")

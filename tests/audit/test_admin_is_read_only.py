@@ -7,6 +7,7 @@ from django.test import RequestFactory
 from django.urls import reverse
 
 from controlplane.audit.models import AuditEvent
+from controlplane.audit.services import audit_checkpoint_extend
 from controlplane.registry.models import ModelVersion
 from controlplane.registry.services import version_register
 from tests.conftest import _user
@@ -24,6 +25,7 @@ def objects(model, deployer, s3):
 
     version_register(actor=Actor(user=deployer, source="api"), model=model, version=1, contents={"model.py": b"x"})
     Group.objects.create(name="ops")
+    audit_checkpoint_extend()
     return {m: m._default_manager.first() for m in admin.site._registry}
 
 

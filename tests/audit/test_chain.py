@@ -52,7 +52,9 @@ def test_each_event_links_to_the_one_before(log):
         assert chain.event_hash(stored_row(event.pk)) == event.hash  # as read back from the database
     head = AuditChainHead.objects.get()
     assert (head.last_id, head.last_hash) == (events[-1].pk, events[-1].hash)
-    assert audit_chain_verify() == ChainReport(ok=True, checked=7)
+    report = audit_chain_verify()
+    assert report == ChainReport(ok=True, checked=7, verified_to=events[-1].pk, verified_hash=events[-1].hash, events=7,
+                                 head_id=events[-1].pk)
 
 
 def test_json_and_addresses_rehash_identically_after_the_round_trip(team):
@@ -158,11 +160,23 @@ def test_a_missing_head_restarts_at_the_last_chained_event(team):
 
 
 def test_the_command_and_the_api_report_an_intact_chain(log, api, viewer, capsys):
-    call_command("audit_verify")
-    assert f"Audit chain verified: {len(log.events)} events" in capsys.readouterr().out
     response = api(viewer).get("/api/v1/audit/verify/")
     assert response.status_code == 200
-    assert response.json() == {"ok": True, "checked": len(log.events), "first_broken_id": None, "problem": ""}
+    body = response.json()
+    assert {k: body[k] for k in ("ok", "checked", "first_broken_id", "problem", "scope", "start_after", "complete")} == {
+        "ok": True, "checked": len(log.events), "first_broken_id": None, "problem": "", "scope": "full", "start_after": None,
+        "complete": True}  # no checkpoint yet: the quick check starts at the first event, so it is a full one
+    assert (body["verified_to"], body["verified_hash"], body["events"]) == (log.events[-1].pk, log.events[-1].hash, 7)
+
+    call_command("audit_verify")
+    assert f"Audit chain verified: {len(log.events)} events" in capsys.readouterr().out
+    outcome = AuditEvent.objects.order_by("-id").first()  # the command records what it found
+    assert (outcome.action, outcome.source, outcome.after["ok"], outcome.after["verified_to"]) == (
+        "audit.verify_full", "cli", True, log.events[-1].pk)
+    body = api(viewer).get("/api/v1/audit/verify/").json()
+    # From the command's checkpoint on: its event and the outcome event after it.
+    assert (body["ok"], body["start_after"], body["checked"], body["verified_to"], body["events"]) == (
+        True, log.events[-1].pk, 2, outcome.pk, 8)
     assert api().get("/api/v1/audit/verify/").status_code in (401, 403)
 
 
