@@ -3,7 +3,6 @@
 Triton I/O happens outside transactions; only the recording of results touches the database.
 """
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from django.conf import settings
@@ -15,6 +14,8 @@ from controlplane.audit.context import Actor
 from controlplane.audit.models import Source
 from controlplane.audit.services import audit_record, create_audited, snapshot
 from controlplane.common.errors import Conflict
+from controlplane.common.fanout import fan_out
+from controlplane.common.tasks import enqueue
 from controlplane.fleet.models import Pool, Server, ServerStatus
 from controlplane.fleet.triton_client import TritonClient, TritonError
 
@@ -48,7 +49,7 @@ def server_register(*, actor: Actor, name: str, pool: Pool, http_url: str, **fie
     server.full_clean(validate_unique=False)
     duplicate = Conflict("name", f"A server named {name} already exists.")
     create_audited(server, actor=actor, action="server.register", fields=SERVER_FIELDS, duplicate=duplicate)
-    transaction.on_commit(lambda: _enqueue_probe(server.pk))
+    enqueue("fleet.probe_server", server.pk)  # a first probe now; the periodic prober catches up
     return server
 
 
@@ -74,16 +75,6 @@ def server_remove(*, actor: Actor, server: Server) -> None:
     with transaction.atomic():
         audit_record(actor=actor, action="server.remove", obj=server, before=snapshot(server, SERVER_FIELDS))
         server.delete()
-
-
-def _enqueue_probe(server_id: int) -> None:
-    """A first probe right away; if the broker is down, the periodic prober catches up."""
-    from workers.fleet import probe_server
-
-    try:
-        probe_server.delay(server_id)
-    except Exception as exc:  # noqa: BLE001 - the registration itself has been committed
-        log.warning("could not queue a probe of server %s: %s", server_id, exc)
 
 
 @dataclass
@@ -155,9 +146,8 @@ def fleet_probe(*, server_ids: list[int] | None = None, actor: Actor | None = No
     """Probe servers in parallel (bounded), then record the results. Returns a count per status."""
     servers = list(Server.objects.all() if server_ids is None else Server.objects.filter(pk__in=server_ids))
     timeout = settings.SWITCHYARD_TRITON_TIMEOUT_SECONDS
-    workers = max(1, min(settings.SWITCHYARD_PROBE_CONCURRENCY, len(servers)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="probe") as pool:
-        results = list(pool.map(lambda s: probe(s.http_url, timeout=timeout), servers))
+    results = fan_out(lambda s: probe(s.http_url, timeout=timeout), servers,
+                      concurrency=settings.SWITCHYARD_PROBE_CONCURRENCY, name="probe")
     counts: dict[str, int] = {}
     for server, result in zip(servers, results):
         server_record_probe(server=server, result=result, actor=actor)

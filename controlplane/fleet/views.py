@@ -2,6 +2,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.shortcuts import render
 
+from controlplane.common.ui import is_htmx
 from controlplane.fleet import selectors
 from controlplane.fleet.filters import ServerFilterSet
 
@@ -13,5 +14,5 @@ def fleet(request):
     filterset = ServerFilterSet(request.GET, queryset=selectors.servers_list())
     page = Paginator(filterset.qs, SERVERS_PER_PAGE).get_page(request.GET.get("page"))
     context = {"filter": filterset, "page": page, "servers": page, "summary": selectors.fleet_summary()}
-    template = "fleet/_servers.html" if request.headers.get("HX-Request") else "fleet/fleet.html"
+    template = "fleet/_servers.html" if is_htmx(request) else "fleet/fleet.html"
     return render(request, template, context)

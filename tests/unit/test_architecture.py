@@ -45,3 +45,72 @@ def test_services_may_be_a_package_of_seams():
     talking = sorted(p.name for p in package.glob("*.py") if any("triton_client" in n for n in _imports(p)))
     assert talking == ["execution.py", "live.py", "reconciler.py"]
 
+
+def test_controlplane_never_imports_workers():
+    """Tasks import services, never the other way round: domain code queues tasks by name."""
+    offenders = sorted(
+        str(path.relative_to(ROOT))
+        for path in ROOT.joinpath("controlplane").rglob("*.py")
+        if any(name == "workers" or name.startswith("workers.") for name in _imports(path))
+    )
+    assert offenders == []
+
+
+def test_tasks_are_queued_only_through_the_one_helper():
+    """common.tasks.enqueue sends after commit and logs a broker failure; nothing else sends."""
+    offenders = []
+    for path in ROOT.joinpath("controlplane").rglob("*.py"):
+        if path.relative_to(ROOT).as_posix() == "controlplane/common/tasks.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in ("send_task", "delay", "apply_async"):
+                offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.attr}")
+    assert offenders == []
+
+
+def _enqueued_names() -> dict[str, list[str]]:
+    """Every task name passed to enqueue() in controlplane/, with where; a name that is not a
+    string constant is reported as such, since no test could check it."""
+    found: dict[str, list[str]] = {}
+    for path in ROOT.joinpath("controlplane").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        constants = {  # NAME = "task.name" at module level may be passed instead of the literal
+            target.id: node.value.value
+            for node in tree.body if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant)
+            for target in node.targets if isinstance(target, ast.Name) and isinstance(node.value.value, str)
+        }
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            called = func.id if isinstance(func, ast.Name) else func.attr if isinstance(func, ast.Attribute) else ""
+            if called != "enqueue":
+                continue
+            first = node.args[0] if node.args else None
+            if isinstance(first, ast.Constant) and isinstance(first.value, str):
+                name = first.value
+            else:
+                name = constants.get(first.id, "<not a constant>") if isinstance(first, ast.Name) else "<not a constant>"
+            found.setdefault(name, []).append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    return found
+
+
+def test_every_enqueued_name_is_a_registered_task():
+    from controlplane.celery import app
+
+    app.loader.import_default_modules()  # the worker's autodiscovery: app.conf.imports
+    enqueued = _enqueued_names()
+    assert {"placements.apply_placement", "placements.unload_placement", "fleet.probe_server"} <= set(enqueued)
+    unknown = {name: where for name, where in enqueued.items() if name not in app.tasks}
+    assert unknown == {}
+
+
+def test_every_scheduled_name_is_a_registered_task():
+    from django.conf import settings
+
+    from controlplane.celery import app
+
+    app.loader.import_default_modules()
+    scheduled = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    assert "placements.sample_live" in scheduled
+    assert sorted(scheduled - set(app.tasks)) == []
