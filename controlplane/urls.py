@@ -5,7 +5,6 @@ from drf_spectacular.views import SpectacularAPIView
 
 from controlplane.accounts import views as accounts_views
 from controlplane.common import views as common_views
-from controlplane.fleet import views as fleet_views
 from controlplane.registry import views as registry_views
 
 urlpatterns = [
@@ -20,7 +19,7 @@ urlpatterns = [
     path("models/<int:pk>/labels/delete/", registry_views.label_delete, name="label-delete"),
     path("", include("controlplane.serving.urls")),
     path("", include("controlplane.placements.urls")),
-    path("fleet/", fleet_views.fleet, name="fleet"),
+    path("", include("controlplane.fleet.urls")),
     path("deployments/", common_views.deployments, name="deployments"),
     path("audit/", include("controlplane.audit.urls")),
     path("team/", accounts_views.team, name="team"),

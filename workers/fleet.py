@@ -14,6 +14,9 @@ def probe_fleet():
     """Periodic: record health and the repository index of every server."""
     counts = services.fleet_probe(actor=Actor.system(Source.SCHEDULE))
     log.info("probed fleet: %s", counts)
+    removed = services.fleet_drains_finish(actor=Actor.system(Source.SCHEDULE))
+    if removed:
+        log.info("removed drained servers: %s", removed)
     return counts
 
 
@@ -23,3 +26,9 @@ def probe_server(server_id: int):
     if not Server.objects.filter(pk=server_id).exists():
         return None
     return services.fleet_probe(server_ids=[server_id], actor=Actor.system(Source.WORKER))
+
+
+@task("fleet.drain_server")
+def drain_server(server_id: int):
+    """Unload a draining server's placements, then remove it. A missing server is a no-op."""
+    return services.server_drain(server_id=server_id, actor=Actor.system(Source.WORKER))

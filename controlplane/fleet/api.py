@@ -1,6 +1,6 @@
 from django.core.exceptions import ValidationError
-from drf_spectacular.utils import extend_schema
-from rest_framework import mixins, serializers, status, viewsets
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import exceptions, mixins, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.response import Response
 
@@ -50,7 +50,7 @@ class ServerSerializer(serializers.ModelSerializer):
         fields = [
             "id", "name", "pool", "http_url", "grpc_url", "metrics_url", "gpu_type", "gpu_count", "labels",
             "status", "is_live", "is_ready", "triton_version", "extensions", "repository_index",
-            "last_probe_at", "last_seen_at", "last_error", "created_at",
+            "last_probe_at", "last_seen_at", "last_error", "created_at", "draining_since",
         ]
 
 
@@ -95,9 +95,21 @@ class ServerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
         server = services.server_update(actor=Actor.from_request(request), server=server, **data)
         return Response(ServerSerializer(server).data)
 
+    @extend_schema(
+        parameters=[OpenApiParameter(
+            "drain", bool, description="If the server still holds active placements: unload them, then remove it. "
+            "Without it such a server is refused with 409.",
+        )],
+        responses={204: None, 202: OpenApiResponse(ServerSerializer, description="Draining: removed once unloaded.")},
+    )
     def destroy(self, request, pk=None):
-        services.server_remove(actor=Actor.from_request(request), server=self.get_object())
-        return Response(status=status.HTTP_204_NO_CONTENT)
+        drain = request.query_params.get("drain", "false")
+        if drain not in ("true", "false"):
+            raise exceptions.ValidationError({"drain": ["Must be true or false."]})
+        server = services.server_remove(actor=Actor.from_request(request), server=self.get_object(), drain=drain == "true")
+        if server is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        return Response(ServerSerializer(server).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=None, responses=ServerSerializer)
     @action(detail=True, methods=["post"])

@@ -38,6 +38,9 @@ class Server(models.Model):
     gpu_count = models.PositiveSmallIntegerField(default=0, validators=[MaxValueValidator(64)])
     labels = models.JSONField(default=dict, blank=True, validators=[validate_labels])
     created_at = models.DateTimeField(auto_now_add=True)
+    draining_since = models.DateTimeField(
+        null=True, blank=True, help_text="Set when an admin removes the server with drain: it goes once its placements are unloaded.",
+    )
 
     status = models.CharField(max_length=16, choices=ServerStatus.choices, default=ServerStatus.UNKNOWN)
     is_live = models.BooleanField(null=True, blank=True)

@@ -18,12 +18,17 @@ from controlplane.common.fanout import fan_out
 from controlplane.common.tasks import enqueue
 from controlplane.fleet.models import Pool, Server, ServerStatus
 from controlplane.fleet.triton_client import TritonClient, TritonError
+from controlplane.placements.models import ACTIVE_STATES, PlacementTarget, TargetState
+from controlplane.placements.services import claim as claim_target
+from controlplane.placements.services import close_if_empty, placement_unload
+from controlplane.placements.services import targets as placement_targets
 
 log = logging.getLogger(__name__)
 
 POOL_FIELDS = ["name", "description"]
 SERVER_FIELDS = ["name", "pool", "http_url", "grpc_url", "metrics_url", "gpu_type", "gpu_count", "labels"]
 SERVER_EDITABLE = set(SERVER_FIELDS)
+NAMES_SHOWN = 5  # a refusal names this many blockers, then says "and more"
 
 
 def pool_create(*, actor: Actor, name: str, description: str = "") -> Pool:
@@ -34,11 +39,30 @@ def pool_create(*, actor: Actor, name: str, description: str = "") -> Pool:
     return create_audited(pool, actor=actor, action="pool.create", fields=POOL_FIELDS, duplicate=duplicate)
 
 
+def pool_update(*, actor: Actor, pool: Pool, **changes) -> Pool:
+    authorize_platform_admin(actor)
+    unknown = set(changes) - set(POOL_FIELDS)
+    if unknown:
+        raise ValueError(f"not editable: {sorted(unknown)}")
+    before = snapshot(pool, POOL_FIELDS)
+    for name, value in changes.items():
+        setattr(pool, name, value)
+    pool.full_clean(validate_unique=False)
+    if Pool.objects.exclude(pk=pool.pk).filter(name=pool.name).exists():
+        raise Conflict("name", f"A pool named {pool.name} already exists.")
+    with transaction.atomic():
+        pool.save(update_fields=list(changes))
+        audit_record(actor=actor, action="pool.update", obj=pool, before=before, after=snapshot(pool, POOL_FIELDS))
+    return pool
+
+
 def pool_delete(*, actor: Actor, pool: Pool) -> None:
     authorize_platform_admin(actor)
     with transaction.atomic():
-        if pool.servers.exists():
-            raise Conflict("pool", f"Pool {pool.name} still has servers; move or remove them first.")
+        Pool.objects.select_for_update().filter(pk=pool.pk).first()  # no server registers into it meanwhile
+        names = list(pool.servers.order_by("name").values_list("name", flat=True)[:NAMES_SHOWN + 1])
+        if names:
+            raise Conflict("pool", f"Pool {pool.name} still has servers ({_some(names)}); move or remove them first.")
         audit_record(actor=actor, action="pool.delete", obj=pool, before=snapshot(pool, POOL_FIELDS))
         pool.delete()
 
@@ -65,16 +89,115 @@ def server_update(*, actor: Actor, server: Server, **changes) -> Server:
     if "name" in changes and Server.objects.exclude(pk=server.pk).filter(name=server.name).exists():
         raise Conflict("name", f"A server named {server.name} already exists.")
     with transaction.atomic():
-        server.save()
+        server.save(update_fields=list(changes))  # never write back stale probe fields or draining_since
         audit_record(actor=actor, action="server.update", obj=server, before=before, after=snapshot(server, SERVER_FIELDS))
     return server
 
 
-def server_remove(*, actor: Actor, server: Server) -> None:
+def server_remove(*, actor: Actor, server: Server, drain: bool = False) -> Server | None:
+    """Deregister a server. Returns None when it is gone, or the server when it is draining.
+
+    A server that still holds active placements is refused unless ``drain``: then each of its
+    placement targets goes to UNLOADING (audited on the target, for its team) and the drain task
+    unloads them; the server is deleted once none is left (``server_drain_finish``). Nothing here
+    waits on Triton.
+    """
     authorize_platform_admin(actor)
     with transaction.atomic():
-        audit_record(actor=actor, action="server.remove", obj=server, before=snapshot(server, SERVER_FIELDS))
+        locked = Server.objects.select_for_update().select_related("pool").get(pk=server.pk)
+        active = list(_active_targets(locked))
+        if not active:
+            audit_record(actor=actor, action="server.remove", obj=locked, before=snapshot(locked, SERVER_FIELDS))
+            locked.delete()
+            return None
+        if not drain:
+            held = [f"{t.model.team.slug}/{t.model.name} (placement {t.placement_id})" for t in active[:NAMES_SHOWN + 1]]
+            raise Conflict(
+                "drain",
+                f"Server {locked.name} still holds {len(active)} active placement target(s): {_some(held)}. "
+                "Remove those placements, or drain the server: its models are unloaded, then it is removed.",
+            )
+        if locked.draining_since is None:
+            locked.draining_since = timezone.now()
+            locked.save(update_fields=["draining_since"])
+            audit_record(
+                actor=actor, action="server.drain", obj=locked, before={"draining_since": None},
+                after={"draining_since": locked.draining_since.isoformat(),
+                       "placements": sorted({t.placement_id for t in active})},
+            )
+        _unload_targets(actor, locked, active)
+        enqueue("fleet.drain_server", locked.pk)
+    return locked
+
+
+def server_drain_finish(*, server_id: int, actor: Actor | None = None) -> bool:
+    """Delete a draining server once none of its placement targets is active; True if deleted.
+
+    Targets placed on it while it drained are sent to unload too. Placements left with no
+    active target anywhere are closed. Safe to run twice: a deleted server is a no-op.
+    """
+    actor = actor or Actor.system(Source.WORKER)
+    with transaction.atomic():
+        server = Server.objects.select_for_update().filter(pk=server_id, draining_since__isnull=False).first()
+        if server is None:
+            return False
+        active = list(_active_targets(server))
+        if active:
+            if _unload_targets(actor, server, active):
+                enqueue("fleet.drain_server", server_id)
+            return False
+        placement_ids = list(
+            server.placement_targets.filter(placement__removed_at__isnull=True).values_list("placement_id", flat=True).distinct()
+        )
+        audit_record(actor=actor, action="server.remove", obj=server, before=snapshot(server, SERVER_FIELDS),
+                     reason="drained: its placements were unloaded")
+        name = server.name
         server.delete()
+        for placement_id in sorted(placement_ids):
+            close_if_empty(actor, placement_id, reason=f"its server {name} was drained")
+    return True
+
+
+def server_drain(*, server_id: int, actor: Actor | None = None) -> bool:
+    """The drain task's work: unload the server's UNLOADING targets (Triton I/O, no transaction
+    held), then delete the server if nothing is left on it. True if the server is gone."""
+    actor = actor or Actor.system(Source.WORKER)
+    if not Server.objects.filter(pk=server_id, draining_since__isnull=False).exists():
+        return False
+    placement_ids = (
+        PlacementTarget.objects.filter(server_id=server_id, state=TargetState.UNLOADING)
+        .values_list("placement_id", flat=True).distinct()
+    )
+    for placement_id in sorted(placement_ids):
+        placement_unload(placement_id=placement_id, actor=actor)
+    return server_drain_finish(server_id=server_id, actor=actor)
+
+
+def fleet_drains_finish(*, actor: Actor | None = None) -> list[int]:
+    """Finish every drain whose unloads are done (the periodic catch-up for lost drain tasks)."""
+    ids = list(Server.objects.filter(draining_since__isnull=False).values_list("pk", flat=True))
+    return [pk for pk in ids if server_drain_finish(server_id=pk, actor=actor)]
+
+
+def _active_targets(server: Server):
+    return placement_targets(server=server, state__in=ACTIVE_STATES).order_by("model__team__slug", "model__name", "pk")
+
+
+def _unload_targets(actor: Actor, server: Server, targets) -> int:
+    """Claim each target not already unloading for an unload (compare-and-set, audited)."""
+    reason = f"server {server.name} is draining"
+    claimed = 0
+    for target in targets:
+        if target.state == TargetState.UNLOADING:
+            continue  # already on its way out; the drain task or the reconciler finishes it
+        if claim_target(target, to=TargetState.UNLOADING, actor=actor, action="placement.target.unload", reason=reason):
+            claimed += 1
+    return claimed
+
+
+def _some(names: list[str]) -> str:
+    shown = ", ".join(names[:NAMES_SHOWN])
+    return shown + (" and more" if len(names) > NAMES_SHOWN else "")
 
 
 @dataclass
