@@ -12,7 +12,13 @@ import pytest
 
 from controlplane.placements import drift
 from controlplane.placements.models import Drift, TargetState
-from controlplane.placements.reconcile import REAPPLY_DRIFTS, SHOWS_DRIFT, Action, Decision, decide
+from controlplane.placements.reconcile import (
+    REAPPLY_DRIFTS,
+    SHOWS_DRIFT,
+    Action,
+    Decision,
+    decide,
+)
 
 NAME = "vision.fraud-scorer"
 OURS = {"name": NAME, "max_batch_size": 8}
@@ -40,9 +46,9 @@ def cases():
                 value, _ = drift.classify(versions=wanted, config=OURS, rows=rows, effective=effective)
             else:
                 value = Drift.UNREACHABLE
-            inputs = dict(state=state, placement_active=active, reachable=reachable, drift=value,
-                          loaded=drift.is_loaded(rows), busy=drift.is_busy(rows), age=age,
-                          stuck_after=stuck_after, grace=grace)
+            inputs = {"state": state, "placement_active": active, "reachable": reachable, "drift": value,
+                      "loaded": drift.is_loaded(rows), "busy": drift.is_busy(rows), "age": age,
+                      "stuck_after": stuck_after, "grace": grace}
             yield inputs, decide(**inputs)
 
 
@@ -139,8 +145,8 @@ def test_young_targets_are_only_moved_by_what_triton_reports():
                                     Action.STUCK_LOADING, Action.STUCK_UNLOADING), i
 
 
-BASE = dict(placement_active=True, reachable=True, drift=Drift.NONE, loaded=True, busy=False, age=0.0,
-            stuck_after=STUCK, grace=GRACE)
+BASE = {"placement_active": True, "reachable": True, "drift": Drift.NONE, "loaded": True, "busy": False, "age": 0.0,
+        "stuck_after": STUCK, "grace": GRACE}
 
 
 @pytest.mark.parametrize("change, action", [

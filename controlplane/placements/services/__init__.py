@@ -8,9 +8,18 @@
 
 Import from here: ``from controlplane.placements.services import placement_create``.
 """
-from controlplane.placements.services.commands import gpus_per_server, placement_create, placement_remove, placement_retry
+from controlplane.placements.services.commands import (
+    gpus_per_server,
+    placement_create,
+    placement_remove,
+    placement_retry,
+)
 from controlplane.placements.services.execution import placement_apply, placement_unload
-from controlplane.placements.services.live import LiveTarget, placement_live, placements_sample
+from controlplane.placements.services.live import (
+    LiveTarget,
+    placement_live,
+    placements_sample,
+)
 from controlplane.placements.services.reconciler import reconcile_fleet
 from controlplane.placements.services.state import (
     Claim,

@@ -19,8 +19,19 @@ from controlplane.audit.services import audit_record
 from controlplane.common.errors import Conflict
 from controlplane.common.tasks import enqueue
 from controlplane.fleet.models import Server, ServerStatus
-from controlplane.placements.models import ACTIVE_STATES, RETRYABLE_STATES, Placement, PlacementTarget, TargetState
-from controlplane.placements.services.state import claim, close_if_empty, retire, targets
+from controlplane.placements.models import (
+    ACTIVE_STATES,
+    RETRYABLE_STATES,
+    Placement,
+    PlacementTarget,
+    TargetState,
+)
+from controlplane.placements.services.state import (
+    claim,
+    close_if_empty,
+    retire,
+    targets,
+)
 from controlplane.quotas.instance_groups import gpus_for_instance_groups
 from controlplane.quotas.models import ReservationKind
 from controlplane.quotas.services import QuotaExceeded, quota_reserve

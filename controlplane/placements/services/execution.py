@@ -16,10 +16,23 @@ from django.utils import timezone
 from controlplane.audit.context import Actor
 from controlplane.audit.models import Source
 from controlplane.common.fanout import fan_out
-from controlplane.fleet.triton_client import TritonClient, TritonError, TritonRequestError, TritonUnavailable
+from controlplane.fleet.triton_client import (
+    TritonClient,
+    TritonError,
+    TritonRequestError,
+    TritonUnavailable,
+)
 from controlplane.placements import conf, drift
 from controlplane.placements.models import Placement, PlacementTarget, TargetState
-from controlplane.placements.services.state import Claim, Outcome, claim, record_load, record_removed, targets, unload_claim
+from controlplane.placements.services.state import (
+    Claim,
+    Outcome,
+    claim,
+    record_load,
+    record_removed,
+    targets,
+    unload_claim,
+)
 
 
 def parallel(fn, items: list) -> list:

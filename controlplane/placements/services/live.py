@@ -16,8 +16,17 @@ from django.utils import timezone
 from controlplane.common.locks import cache_lock
 from controlplane.fleet.triton_client import TritonClient, TritonError
 from controlplane.placements import conf, drift
-from controlplane.placements.insight import BatchingInsight, StatsSample, batching_insight
-from controlplane.placements.models import ACTIVE_STATES, Placement, PlacementTarget, TargetSample
+from controlplane.placements.insight import (
+    BatchingInsight,
+    StatsSample,
+    batching_insight,
+)
+from controlplane.placements.models import (
+    ACTIVE_STATES,
+    Placement,
+    PlacementTarget,
+    TargetSample,
+)
 from controlplane.placements.services.execution import parallel
 
 

@@ -16,7 +16,13 @@ from controlplane.audit.services import audit_record
 from controlplane.common.locks import cache_lock
 from controlplane.fleet.triton_client import TritonClient, TritonError
 from controlplane.placements import conf, drift
-from controlplane.placements.models import ACTIVE_STATES, Drift, PlacementTarget, ReconcileRun, TargetState
+from controlplane.placements.models import (
+    ACTIVE_STATES,
+    Drift,
+    PlacementTarget,
+    ReconcileRun,
+    TargetState,
+)
 from controlplane.placements.reconcile import Action, decide
 from controlplane.placements.services.execution import parallel, run_loads, run_unloads
 from controlplane.placements.services.state import (

@@ -10,7 +10,13 @@ from django.utils import timezone
 
 from controlplane.audit.context import Actor
 from controlplane.audit.services import audit_record
-from controlplane.placements.models import ACTIVE_STATES, Drift, Placement, PlacementTarget, TargetState
+from controlplane.placements.models import (
+    ACTIVE_STATES,
+    Drift,
+    Placement,
+    PlacementTarget,
+    TargetState,
+)
 from controlplane.quotas.services import quota_release
 
 
