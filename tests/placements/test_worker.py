@@ -4,14 +4,22 @@ import time
 
 import pytest
 from celery.contrib.testing.worker import start_worker
+from celery.signals import task_retry
 from django.conf import settings
 
 from controlplane.audit.context import Actor
 from controlplane.celery import app
 from controlplane.fleet.models import Pool, Server
+from controlplane.placements import drift, services
 from controlplane.placements.models import PlacementTarget
 from controlplane.registry.services import version_register
-from tests.placements.test_on_triton import NAME, create_placer, index_rows, model_source, unload_and_wait
+from tests.placements.test_on_triton import (
+    NAME,
+    create_placer,
+    index_rows,
+    model_source,
+    unload_and_wait,
+)
 from workers.placements import reconcile_fleet
 
 pytestmark = pytest.mark.integration
@@ -60,4 +68,30 @@ def test_api_placement_is_applied_and_removed_by_a_worker(api, deployer, model, 
         detail = client.get(f"/api/v1/placements/{placement_id}/").json()
         assert detail["is_active"] is False and detail["states"] == {"removed": 1}
     finally:
+        unload_and_wait(server.http_url, NAME)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_unload_still_in_progress_is_sent_again_by_the_workers_retry(deployer, model, s3, triton_fleet, settings):
+    actor = Actor(user=deployer, source="api")
+    version_register(actor=actor, model=model, version=1, contents={"model.py": model_source(1)})
+    server = Server.objects.create(name="fleet-0", pool=Pool.objects.create(name="cpu"), http_url=triton_fleet[0].http_url)
+    placement, _ = services.placement_create(actor=actor, model=model, versions=[1], servers=[server])
+    assert services.placement_apply(placement_id=placement.pk) == {"ready": 1}
+    settings.SWITCHYARD_PLACEMENT_UNLOAD_WAIT_SECONDS = 0.001  # the first attempt gives up while Triton is UNLOADING
+    retries = []
+
+    def on_retry(sender=None, **kwargs):
+        retries.append(sender.name)
+
+    task_retry.connect(on_retry, weak=False)
+    app.control.purge()
+    try:
+        with start_worker(app, pool="solo", perform_ping_check=False, shutdown_timeout=10):
+            services.placement_remove(actor=actor, placement=placement)  # queues the unload on commit
+            wait_for_state({"placement_id": placement.pk}, "removed")
+        assert retries and set(retries) == {"placements.unload_placement"}
+        assert not drift.is_loaded(index_rows(server.http_url))
+    finally:
+        task_retry.disconnect(on_retry)
         unload_and_wait(server.http_url, NAME)
