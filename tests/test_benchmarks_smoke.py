@@ -58,9 +58,11 @@ def test_audit_badge_benchmark_runs_at_a_tiny_size():
     assert report.ok and report.events == AuditEvent.objects.count() == tiny.chains[-1] + audit_badge.TAIL
 
     finals = {m["name"]: m["value"] for m in FINAL_LINE.finditer(text)}
-    for name in ("audit_badge_ratio", "audit_badge_query_growth", "audit_badge_worst_ms"):
+    for name in ("audit_badge_ratio", "audit_badge_ratio_vs_reference", "audit_badge_query_growth", "audit_badge_worst_ms"):
         assert name in finals, f"missing final line {name!r} in:\n{text}"
-    assert finals["audit_badge_ratio"].endswith("x") and float(finals["audit_badge_ratio"][:-1]) > 0
+    for name in ("audit_badge_ratio", "audit_badge_ratio_vs_reference"):
+        assert finals[name].endswith("x") and float(finals[name][:-1]) > 0, finals[name]
+    assert all(len(p.reference_ms) == 2 for p in result.points)
     assert finals["audit_badge_query_growth"] == "0"
 
 
