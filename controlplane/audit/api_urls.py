@@ -1,6 +1,10 @@
 from django.urls import path, re_path
 
-from controlplane.audit.api import AuditChainVerifyFullView, AuditChainVerifyView, AuditEventViewSet
+from controlplane.audit.api import (
+    AuditChainVerifyFullView,
+    AuditChainVerifyView,
+    AuditEventViewSet,
+)
 
 urlpatterns = [
     path("events/", AuditEventViewSet.as_view({"get": "list"}), name="audit-event-list"),

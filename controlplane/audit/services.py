@@ -12,8 +12,18 @@ from django.utils import timezone
 from controlplane.accounts.access import authorize_platform_admin
 from controlplane.audit import chain
 from controlplane.audit.context import Actor
-from controlplane.audit.models import AuditChainHead, AuditCheckpoint, AuditEvent, Source
-from controlplane.audit.selectors import ChainReport, audit_chain_known_break, audit_checkpoint_latest, chain_walk
+from controlplane.audit.models import (
+    AuditChainHead,
+    AuditCheckpoint,
+    AuditEvent,
+    Source,
+)
+from controlplane.audit.selectors import (
+    ChainReport,
+    audit_chain_known_break,
+    audit_checkpoint_latest,
+    chain_walk,
+)
 from controlplane.common.tasks import enqueue
 
 log = logging.getLogger(__name__)

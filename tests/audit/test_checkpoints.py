@@ -17,7 +17,12 @@ from controlplane.accounts.services import token_create
 from controlplane.audit.context import Actor
 from controlplane.audit.models import AuditCheckpoint, AuditEvent
 from controlplane.audit.selectors import audit_chain_verify, audit_chain_verify_tail
-from controlplane.audit.services import _verify_lock, audit_chain_verify_full, audit_checkpoint_extend, audit_record
+from controlplane.audit.services import (
+    _verify_lock,
+    audit_chain_verify_full,
+    audit_checkpoint_extend,
+    audit_record,
+)
 from controlplane.celery import app
 from tests.audit.test_chain import TABLE, behind_the_triggers, record
 from workers.audit import checkpoint_extend
