@@ -1,4 +1,3 @@
-from django.core.exceptions import ValidationError
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -6,12 +5,10 @@ from rest_framework.response import Response
 
 from controlplane.audit.context import Actor
 from controlplane.common.api import INT64_MAX, StrictCharField, StrictIntegerField, StrictSerializer, validated
-from controlplane.fleet.models import Server
 from controlplane.placements import selectors, services
 from controlplane.placements.filters import PlacementFilterSet
 from controlplane.placements.models import Placement, PlacementTarget
 from controlplane.registry.selectors import model_get
-from controlplane.serving.models import ServingConfig
 
 
 class PlacementTargetSerializer(serializers.ModelSerializer):
@@ -68,21 +65,6 @@ class RetrySerializer(serializers.Serializer):
     placement = PlacementSerializer()
 
 
-def _servers_named(names: list[str]) -> list[Server]:
-    """Unknown names become unsaved servers, which the service reports (after its permission check)."""
-    found = {s.name: s for s in Server.objects.filter(name__in=names)}
-    return [found.get(n) or Server(name=n) for n in names]
-
-
-def _config(model, revision) -> ServingConfig | None:
-    if revision is None:
-        return None
-    config = ServingConfig.objects.filter(model=model, revision=revision).first()
-    if config is None:
-        raise ValidationError({"config_revision": f"{model.name} has no config revision {revision}."})
-    return config
-
-
 class PlacementViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
     """Placements: a model's versions and config revision loaded on servers.
 
@@ -107,7 +89,8 @@ class PlacementViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewset
         model = model_get(request.user, data["model"])
         placement, created = services.placement_create(
             actor=Actor.from_request(request), model=model, versions=data["versions"],
-            servers=_servers_named(data["servers"]), config=_config(model, data.get("config_revision")),
+            servers=selectors.servers_named(data["servers"]),
+            config=selectors.config_of_model(model, data.get("config_revision")),
         )
         return Response(self._fresh(placement), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK)
 

@@ -1,9 +1,12 @@
+from django.core.exceptions import ValidationError
 from django.db.models import Prefetch, QuerySet
 from django.shortcuts import get_object_or_404
 
 from controlplane.accounts.selectors import visible_teams
+from controlplane.fleet.models import Server
 from controlplane.placements.models import Placement, PlacementTarget, ReconcileRun
 from controlplane.registry.models import Model
+from controlplane.serving.models import ServingConfig
 
 
 def _targets() -> QuerySet[PlacementTarget]:
@@ -55,3 +58,22 @@ def target_summary(targets) -> dict[str, int]:
     for target in targets:
         counts[target.state] = counts.get(target.state, 0) + 1
     return counts
+
+
+# What a placement request names, resolved once for the API and the UI form.
+
+def servers_named(names: list[str]) -> list[Server]:
+    """Unknown names become unsaved servers, which placement_create reports after its permission
+    check, so an outsider learns nothing about the fleet from the error."""
+    found = {s.name: s for s in Server.objects.filter(name__in=names)}
+    return [found.get(n) or Server(name=n) for n in names]
+
+
+def config_of_model(model: Model, revision: int | None) -> ServingConfig | None:
+    """The model's config revision ``revision``; None (no revision asked) means the current one."""
+    if revision is None:
+        return None
+    config = ServingConfig.objects.filter(model=model, revision=revision).first()
+    if config is None:
+        raise ValidationError({"config_revision": f"{model.name} has no config revision {revision}."})
+    return config

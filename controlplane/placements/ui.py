@@ -1,7 +1,7 @@
 """What the model page shows for this app. The registry's model_detail view merges this in.
 
-Stored state renders at once; what Triton says right now (versions, batching) arrives through
-an htmx fragment, so the page never waits on a server.
+Stored state renders at once; what Triton said at the last sample (versions, batching) arrives
+through an htmx fragment. Neither waits on a server: a periodic task takes the samples.
 """
 from dataclasses import dataclass
 
@@ -9,6 +9,7 @@ from controlplane.accounts.models import Role
 from controlplane.accounts.selectors import has_role
 from controlplane.fleet.models import Server
 from controlplane.placements import selectors
+from controlplane.placements.forms import PlacementCreateForm
 from controlplane.placements.models import RETRYABLE_STATES, Placement, PlacementTarget
 from controlplane.registry.selectors import versions_of
 from controlplane.serving.models import ServingConfig
@@ -20,7 +21,7 @@ FORM_VERSIONS = 20  # the newest ready versions offered in the form
 @dataclass(frozen=True)
 class TargetRow:
     target: PlacementTarget
-    live: object | None = None  # services.LiveTarget once fetched
+    live: object | None = None  # services.LiveTarget, once the target has a sample
 
     @property
     def insight(self):
@@ -46,17 +47,24 @@ def placement_card(placement: Placement, live: dict | None = None) -> dict:
 PICKER_SERVERS = 50
 
 
-def model_page_context(model, user) -> dict:
+def model_page_context(model, user, *, form=None, failed=None) -> dict:
+    """``form``: a refused PlacementCreateForm to show again; ``failed``: (placement id, form) of
+    a refused retry or remove, whose errors show on that placement's card."""
     run = selectors.reconcile_last()
     section = {
         "cards": [placement_card(p) for p in selectors.placements_of_model(model)],
+        "failed_pk": failed[0] if failed else None,
+        "failed_form": failed[1] if failed else None,
         "removed": selectors.placements_removed_of_model(model),
         "extras": selectors.extras_of_model(run, model),
         "last_run": run,
         "can_deploy": has_role(user, model.team, Role.DEPLOYER),
     }
+    # A refused action whose form this user is not shown (no deployer role): its errors head the section.
+    section["refused_form"] = (form or section["failed_form"]) if not section["can_deploy"] else None
     if section["can_deploy"]:
         section["form"] = {
+            "bound": form if form is not None else PlacementCreateForm(auto_id="placement-%s"),
             "versions": list(versions_of(model).values_list("version", flat=True)[:FORM_VERSIONS]),
             # A multi-select up to PICKER_SERVERS; past that a names field keeps the page small.
             "servers": list(Server.objects.select_related("pool").order_by("pool__name", "name")[: PICKER_SERVERS + 1]),

@@ -1,55 +1,47 @@
-"""Placement actions from the model page. Every action calls a service; refusals come back as messages."""
+"""Placement actions from the model page. Each is a form that feeds the service the API calls; a
+refusal re-renders the model page with the error next to its field."""
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from controlplane.common.ui import REFUSALS, flash_refusal, ui_actor
-from controlplane.fleet.models import Server
+from controlplane.common.forms import failure_status, submit
+from controlplane.common.ui import ui_actor
 from controlplane.placements import selectors, services
+from controlplane.placements.forms import PlacementActionForm, PlacementCreateForm
 from controlplane.placements.ui import placement_card
 from controlplane.registry.selectors import model_get
-from controlplane.serving.models import ServingConfig
+from controlplane.registry.views import model_page
 
 
 def _back(model_id) -> str:
     return reverse("model-detail", args=[model_id]) + "#placements"
 
 
-def _numbers(values: list[str], field: str) -> list[int]:
-    try:
-        return [int(v) for v in values]
-    except ValueError:
-        raise ValidationError({field: "Versions are whole numbers."}) from None
+def _refused(request, model, form, *, placement=None):
+    """The model page again, with the refused form's errors where it was submitted."""
+    failed = (placement.pk, form) if placement is not None else None
+    return model_page(request, model, status=failure_status(form),
+                      placement_form=None if failed else form, placement_failed=failed)
 
 
 @login_required
 @require_POST
 def placement_create(request, pk):
     model = model_get(request.user, pk)
-    try:
-        versions = _numbers(request.POST.getlist("versions"), "versions")
-        # the multi-select sends one value per server; the big-fleet field sends "a, b c"
-        names = [n for value in request.POST.getlist("servers") for n in value.replace(",", " ").split()]
-        found = {s.name: s for s in Server.objects.filter(name__in=names)}
-        servers = [found.get(n) or Server(name=n) for n in names]
-        config = None
-        if request.POST.get("config_revision"):
-            revision = _numbers([request.POST["config_revision"]], "config_revision")[0]
-            config = ServingConfig.objects.filter(model=model, revision=revision).first()
-            if config is None:
-                raise ValidationError({"config_revision": f"{model.name} has no config revision {revision}."})
-        placement, created = services.placement_create(
-            actor=ui_actor(request), model=model, versions=versions, servers=servers, config=config
-        )
-        if created:
-            messages.success(request, f"Placement {placement.pk} created; loading on {len(servers)} server(s).")
-        else:
-            messages.info(request, f"Placement {placement.pk} already places exactly this; nothing changed.")
-    except REFUSALS as exc:
-        flash_refusal(request, exc)
+    form = PlacementCreateForm(request.POST, auto_id="placement-%s")
+    result, ok = submit(form, lambda data: services.placement_create(
+        actor=ui_actor(request), model=model, versions=data["versions"],
+        servers=selectors.servers_named(data["servers"]),
+        config=selectors.config_of_model(model, data["config_revision"])))
+    if not ok:
+        return _refused(request, model, form)
+    placement, created = result
+    if created:
+        messages.success(request, f"Placement {placement.pk} created; loading on {len(form.cleaned_data['servers'])} server(s).")
+    else:
+        messages.info(request, f"Placement {placement.pk} already places exactly this; nothing changed.")
     return redirect(_back(model.pk))
 
 
@@ -57,14 +49,14 @@ def placement_create(request, pk):
 @require_POST
 def placement_retry(request, pk):
     placement = selectors.placement_get(request.user, pk)
-    try:
-        moved = services.placement_retry(actor=ui_actor(request), placement=placement)
-        if moved:
-            messages.success(request, f"Retrying placement {placement.pk} on {', '.join(t.server_name for t in moved)}.")
-        else:
-            messages.info(request, f"Placement {placement.pk} has no failed or stuck server to retry.")
-    except REFUSALS as exc:
-        flash_refusal(request, exc)
+    form = PlacementActionForm(request.POST)
+    moved, ok = submit(form, lambda data: services.placement_retry(actor=ui_actor(request), placement=placement))
+    if not ok:
+        return _refused(request, placement.model, form, placement=placement)
+    if moved:
+        messages.success(request, f"Retrying placement {placement.pk} on {', '.join(t.server_name for t in moved)}.")
+    else:
+        messages.info(request, f"Placement {placement.pk} has no failed or stuck server to retry.")
     return redirect(_back(placement.model_id))
 
 
@@ -72,11 +64,11 @@ def placement_retry(request, pk):
 @require_POST
 def placement_remove(request, pk):
     placement = selectors.placement_get(request.user, pk)
-    try:
-        services.placement_remove(actor=ui_actor(request), placement=placement)
-        messages.success(request, f"Placement {placement.pk} removed; unloading from its servers.")
-    except REFUSALS as exc:
-        flash_refusal(request, exc)
+    form = PlacementActionForm(request.POST)
+    _, ok = submit(form, lambda data: services.placement_remove(actor=ui_actor(request), placement=placement))
+    if not ok:
+        return _refused(request, placement.model, form, placement=placement)
+    messages.success(request, f"Placement {placement.pk} removed; unloading from its servers.")
     return redirect(_back(placement.model_id))
 
 

@@ -12,11 +12,12 @@ from controlplane.accounts.models import Role
 from controlplane.accounts.selectors import has_role, teams_with_role
 from controlplane.common.errors import PayloadTooLarge
 from controlplane.common.forms import add_refusal, failure_status, submit
-from controlplane.common.ui import REFUSALS, flash_refusal, ui_actor
+from controlplane.common.ui import ui_actor
 from controlplane.placements import ui as placements_ui
 from controlplane.registry import labels, selectors, services
 from controlplane.registry.filters import ModelFilterSet
 from controlplane.registry.forms import ModelRegisterForm, VersionFromS3Form, VersionUploadForm
+from controlplane.registry.label_forms import LabelDeleteForm, LabelMoveForm
 from controlplane.registry.uploads import check_upload_length, upload_field, uploaded_contents
 from controlplane.serving import ui as serving_ui
 
@@ -34,7 +35,16 @@ VERSIONS_ON_PAGE = 25  # the newest; the API lists them all
 
 @login_required
 def model_detail(request, pk):
-    model = selectors.model_get(request.user, pk)
+    return model_page(request, selectors.model_get(request.user, pk))
+
+
+def model_page(request, model, *, status=200, label_failed=None, placement_form=None, placement_failed=None,
+               serving_form=None):
+    """The model page. A refused form action re-renders it with its bound form, so the errors
+    show next to their fields: ``label_failed`` is (kind, label name, form), kind "move",
+    "create" or "delete"; ``placement_failed`` is (placement id, form) of a retry or remove;
+    ``placement_form`` and ``serving_form`` go to their sections."""
+    kind, name, form = label_failed or (None, None, None)
     context = {
         "model": model,
         "versions": selectors.versions_of(model)[:VERSIONS_ON_PAGE],
@@ -42,55 +52,49 @@ def model_detail(request, pk):
         "labels": selectors.labels_of(model),
         "label_moves": selectors.label_history(model)[:20],
         "can_deploy": has_role(request.user, model.team, Role.DEPLOYER),
+        "label_failed": {"kind": kind, "name": name, "form": form} if form is not None else None,
+        "new_label_form": form if kind == "create" else LabelMoveForm(auto_id="new-label-%s"),
     }
-    context.update(serving_ui.model_page_context(model, request.user))
-    context.update(placements_ui.model_page_context(model, request.user))
-    return render(request, "registry/model_detail.html", context)
+    context.update(serving_ui.model_page_context(model, request.user, form=serving_form))
+    context.update(placements_ui.model_page_context(model, request.user, form=placement_form, failed=placement_failed))
+    return render(request, "registry/model_detail.html", context, status=status)
 
 
-def _int_or_none(value: str):
-    """'' -> None, '3' -> 3; anything else stays a string so the service names the bad field."""
-    value = (value or "").strip()
-    if not value:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        return value
+def _labels_done(request, model, message: str):
+    messages.success(request, message)
+    return redirect(f"{model.get_absolute_url()}#labels")
 
 
 @login_required
 @require_POST
 def label_move(request, pk):
-    """Create or move a label from the model page. The form carries the version it saw (from → to)."""
+    """Create or move a label from the model page. A move carries the version it saw (from → to)."""
     model = selectors.model_get(request.user, pk)
+    creating = not request.POST.get("expected_version")
     name = request.POST.get("name", "")
-    try:
-        label, changed = labels.label_set(
-            actor=ui_actor(request),
-            model=model,
-            name=name,
-            version=_int_or_none(request.POST.get("version")),
-            reason=request.POST.get("reason", ""),
-            expected_version=_int_or_none(request.POST.get("expected_version")),
-        )
-        messages.success(request, f"{name} now points at v{label.version.version}." if changed else f"{name} already points there.")
-    except REFUSALS as exc:
-        flash_refusal(request, exc)
-    return redirect(f"{model.get_absolute_url()}#labels")
+    form = LabelMoveForm(request.POST, auto_id="new-label-%s" if creating else f"move-{name}-%s")
+    result, ok = submit(form, lambda data: labels.label_set(
+        actor=ui_actor(request), model=model, name=data["name"], version=data["version"], reason=data["reason"],
+        expected_version=data["expected_version"]))
+    if not ok:
+        failed = ("create" if creating else "move", name, form)
+        return model_page(request, model, status=failure_status(form), label_failed=failed)
+    label, changed = result
+    return _labels_done(request, model, f"{label.name} now points at v{label.version.version}." if changed
+                        else f"{label.name} already points there.")
 
 
 @login_required
 @require_POST
 def label_delete(request, pk):
     model = selectors.model_get(request.user, pk)
-    name = request.POST.get("name", "")
-    try:
-        labels.label_delete(actor=ui_actor(request), model=model, name=name, reason=request.POST.get("reason", ""))
-        messages.success(request, f"Label {name} deleted.")
-    except REFUSALS as exc:
-        flash_refusal(request, exc)
-    return redirect(f"{model.get_absolute_url()}#labels")
+    form = LabelDeleteForm(request.POST)
+    _, ok = submit(form, lambda data: labels.label_delete(
+        actor=ui_actor(request), model=model, name=data["name"], reason=data["reason"]))
+    if not ok:
+        failed = ("delete", request.POST.get("name", ""), form)
+        return model_page(request, model, status=failure_status(form), label_failed=failed)
+    return _labels_done(request, model, f"Label {form.cleaned_data['name']} deleted.")
 
 
 # Registering models and versions. The forms feed the services the API calls; a refusal comes

@@ -28,11 +28,17 @@ def serving_config_save(*, actor: Actor, model: Model, spec, reason: str) -> Ser
     Validation errors are keyed ``spec.<field path>`` (``spec.instance_group[0].count``).
     """
     authorize(actor, model.team, Role.ADMIN)
-    reason = _reason(reason)
+    errors = {}  # the reason's and the spec's problems together, so one round trip shows both
+    try:
+        reason = _reason(reason)
+    except ValidationError as exc:
+        errors.update(exc.message_dict)
     try:
         normalised = validate_spec(spec, model=model)
     except ValidationError as exc:
-        raise ValidationError(spec_errors(exc)) from None
+        errors.update(spec_errors(exc))
+    if errors:
+        raise ValidationError(errors)
     return _write_revision(actor=actor, model=model, spec=normalised, reason=reason, action="serving_config.save")
 
 

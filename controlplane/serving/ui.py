@@ -1,7 +1,8 @@
 """The serving config editor on the model page: its context, and the form <-> spec mapping.
 
-The form only converts text to JSON values. Every rule lives in validation.py: a field that is
-not a number is passed on as text, so that the validator's error names it like any other.
+The form (forms.ServingConfigForm) only converts text to JSON values. Every rule lives in
+validation.py and services.py: a field that is not a number is passed on as text, so that the
+validator's error names it like any other.
 The registry's model_detail view merges model_page_context in.
 """
 import json
@@ -46,13 +47,15 @@ _INTEGER = re.compile(r"-?\d+")
 _ITEM = re.compile(r"^\[(\d+)\]")
 
 
-def model_page_context(model: Model, user) -> dict:
-    return {"serving": section_context(model, user)}
+def model_page_context(model: Model, user, *, form=None) -> dict:
+    """``form``: a refused ServingConfigForm to show again, with its errors by their fields."""
+    return {"serving": section_context(model, user, form=form)}
 
 
-def section_context(model: Model, user, *, form: dict | None = None, errors: dict | None = None,
-                    message: str = "", message_level: str = "success", preview: dict | None = None) -> dict:
-    """Everything the section template needs. ``form``/``errors`` re-show a refused save."""
+def section_context(model: Model, user, *, form=None, message: str = "", message_level: str = "success",
+                    preview: dict | None = None) -> dict:
+    """Everything the section template needs. ``form`` (a bound ServingConfigForm) re-shows a
+    refused save: what was typed, and the errors next to their fields."""
     revisions = list(selectors.serving_configs_of(model)[: HISTORY_SIZE + 1])
     current = revisions[0] if revisions else None
     defaults = validate_spec({}, model=model)
@@ -66,10 +69,13 @@ def section_context(model: Model, user, *, form: dict | None = None, errors: dic
         })
     spec = current.spec if current else defaults
     can_edit = has_role(user, model.team, Role.ADMIN)
-    errors = errors or {}
-    form = form if form is not None else form_from_spec(spec, model)
-    field_errors, other_errors = errors_by_field(errors)
-    extra_json = form.get("extra_instance_groups", "")
+    if form is not None:
+        values = {name: form[name].value() or "" for name in form.fields}
+        field_errors = {name: list(errors) for name, errors in form.errors.items() if name != "__all__"}
+        other_errors = [("", message) for message in form.non_field_errors()]
+    else:
+        values, field_errors, other_errors = form_from_spec(spec, model), {}, []
+    extra_json = values.get("extra_instance_groups", "")
     try:
         extra = jsonsafe.loads(extra_json) if extra_json else []
     except ValueError:
@@ -83,9 +89,11 @@ def section_context(model: Model, user, *, form: dict | None = None, errors: dic
         "spec": spec,
         "spec_json": pretty_json(spec),
         "can_edit": can_edit,
+        # A refused save by someone the editor is not shown to (not a team admin): why, above the config.
+        "refused": form.non_field_errors() if form is not None and not can_edit else [],
         "history": history,
         "rendered_json": pretty_json(render_model_config(model, current, versions=None)),
-        "fields": {name: {"value": form.get(name, ""), "errors": field_errors.get(name, [])} for name in FIELD_PATHS},
+        "fields": {name: {"value": values.get(name, ""), "errors": field_errors.get(name, [])} for name in FIELD_PATHS},
         "other_errors": other_errors,
         "kinds": KINDS,
         "timeout_actions": TIMEOUT_ACTIONS,
@@ -200,14 +208,6 @@ def form_from_spec(spec: dict, model: Model) -> dict:
         "model_warmup": json.dumps(spec.get("model_warmup"), indent=2) if spec.get("model_warmup") else "",
         "reason": "",
     }
-
-
-def form_from_post(data) -> dict:
-    form = {name: data.get(name, "") for name in FIELD_PATHS}
-    form["extra_instance_groups"] = data.get("extra_instance_groups", "")
-    for name in CHECKBOXES:
-        form[name] = "on" if data.get(name) else ""
-    return form
 
 
 def _number(text: str):

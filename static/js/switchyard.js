@@ -52,6 +52,11 @@
     }
   });
 
+  // <dialog data-show-modal>: a refused form inside it comes back open, errors by its fields.
+  document.querySelectorAll("dialog[data-show-modal]").forEach(function (dialog) {
+    if (dialog instanceof HTMLDialogElement && !dialog.open) dialog.showModal();
+  });
+
   // <select data-mirror="[data-to]" data-mirror-prefix="v">: shows the chosen value in that
   // element of the same form.
   document.addEventListener("change", function (event) {

@@ -148,7 +148,7 @@ def test_team_page_tokens_and_members(ui, guard, team_admin, hostile_member):
     # Add member: the name field echoes hostile text back in the error.
     section.locator("form.add-member").get_by_label("Username").fill(HOSTILE_LONG[:150])
     section.get_by_role("button", name="Add member").click()
-    expect(page.get_by_role("alert")).to_be_visible()
+    expect(section.locator("#vision-member-username_error")).to_contain_text("No active user named")
     guard.check()
 
     ui.goto("/team/")
@@ -241,7 +241,8 @@ def test_model_page_labels_serving_and_placements(ui, guard, hostile_model):
     new.get_by_label("New label").fill(HOSTILE)
     new.get_by_label("Reason").fill(HOSTILE_SCRIPT)
     new.get_by_role("button", name="Create label").click()
-    expect(page.get_by_role("alert")).to_be_visible()
+    expect(page.locator("form.new-label #new-label-name_error")).to_contain_text("A label is")
+    expect(page.locator("form.new-label").get_by_label("New label")).to_have_value(HOSTILE)  # kept, as text
     assert not VersionLabel.objects.filter(model=model).exclude(name="stable").exists()
     new = page.locator("form.new-label")
     new.get_by_label("New label").fill("canary")
@@ -288,7 +289,7 @@ def test_model_page_labels_serving_and_placements(ui, guard, hostile_model):
     form = page.get_by_role("form", name="New placement")
     form.get_by_label("Servers").fill(HOSTILE)
     form.get_by_role("button", name="Place").click()
-    expect(page.get_by_role("alert").first).to_be_visible()
+    expect(page.locator("#placement-servers_error")).to_contain_text("No server named")
     guard.check()
     ui.goto(f"/models/{model.pk}/")
     card = page.get_by_role("article", name=f"Placement {placement.pk}")

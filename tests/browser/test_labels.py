@@ -55,3 +55,30 @@ def test_viewers_see_labels_without_controls(ui, released, viewer):
     ui.goto(f"/models/{released.pk}/")
     expect(ui.page.locator("tr[data-label=stable]")).to_contain_text("v1")
     expect(ui.page.get_by_role("button", name="Move…")).to_have_count(0)
+
+
+def test_a_refused_move_reopens_the_dialog_with_the_error_under_the_reason(ui, released):
+    ui.sign_in("dana")
+    ui.goto(f"/models/{released.pk}/")
+    ui.page.locator("tr[data-label=stable]").get_by_role("button", name="Move…").click()
+    dialog = ui.page.locator("dialog#move-stable")
+    dialog.get_by_label("To version").select_option("2")
+    dialog.get_by_label("Reason").fill("   ")  # passes the browser's required check; the service refuses it
+    dialog.get_by_role("button", name="Move label").click()
+
+    dialog = ui.page.locator("dialog#move-stable")
+    expect(dialog).to_be_visible()  # opened again by switchyard.js (data-show-modal)
+    reason = dialog.get_by_label("Reason")
+    expect(reason).to_have_attribute("aria-invalid", "true")
+    error = dialog.locator("#move-stable-reason_error")
+    expect(error).to_have_text("Say why: moving a label is a release.")
+    expect(dialog.get_by_label("To version")).to_have_value("2")
+    expect(dialog.locator(".move-summary")).to_have_text("stable: v1 → v2")
+    ui.screenshot("label-move-refused")
+    assert VersionLabel.objects.get(name="stable").version.version == 1
+    assert not AuditEvent.objects.filter(action="label.move").exists()
+
+    reason.fill("v2 fixes drift")
+    dialog.get_by_role("button", name="Move label").click()
+    expect(ui.page.get_by_role("status").filter(has_text="stable now points at v2")).to_be_visible()
+    assert VersionLabel.objects.get(name="stable").version.version == 2

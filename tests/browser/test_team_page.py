@@ -74,3 +74,18 @@ def test_issue_a_team_token_shown_once_then_revoke(ui, team_admin):
     assert token.revoked_at is not None
     ui.screenshot("team-page")
     ui.assert_only_local()
+
+
+def test_an_unknown_username_shows_its_error_under_the_field(ui, team_admin):
+    ui.sign_in("ada")
+    ui.goto("/team/")
+    section = ui.page.locator("section.team-section[data-team=vision]")
+    section.get_by_label("Username").fill("ghost")
+    section.get_by_role("button", name="Add member").click()
+    section = ui.page.locator("section.team-section[data-team=vision]")
+    field = section.get_by_label("Username")
+    expect(field).to_have_value("ghost")
+    expect(field).to_have_attribute("aria-invalid", "true")
+    expect(section.locator("#vision-member-username_error")).to_have_text("No active user named 'ghost'.")
+    ui.screenshot("team-member-refused")
+    assert not Membership.objects.filter(user__username="ghost").exists()

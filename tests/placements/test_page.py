@@ -80,15 +80,51 @@ def test_create_retry_and_remove_through_the_forms(client, deployer, model, vers
     assert AuditEvent.objects.get(action="placement.remove").source == "ui"
 
 
-def test_refusals_come_back_as_messages_naming_the_field(client, deployer, viewer, model, versions, offline_servers):
+def field_errors(html: str, field_id: str) -> list[str]:
+    """The errors in the errorlist right after the (invalid) field ``field_id``."""
+    field = re.search(rf'<(select|input)[^>]*id="{field_id}"[^>]*>', html)
+    assert field and 'aria-invalid="true"' in field.group(0), f"{field_id} is not marked invalid"
+    after = html[field.end():]
+    if field.group(1) == "select":
+        after = after[after.index("</select>") + len("</select>"):]
+    errors = re.match(rf'<ul class="errorlist" id="{field_id}_error">(.*?)</ul>', after, re.S)
+    assert errors, f"no errorlist right after {field_id}"
+    return re.findall(r"<li>(.*?)</li>", errors.group(1))
+
+
+def test_refusals_show_next_to_their_field(client, deployer, viewer, model, versions, offline_servers):
     client.force_login(deployer)
-    response = client.post(f"/models/{model.pk}/placements/", {"versions": ["1"], "servers": []}, follow=True)
-    assert "servers: Choose at least one server." in response.content.decode()
-    response = client.post(f"/models/{model.pk}/placements/", {"versions": ["x"], "servers": ["triton-0"]}, follow=True)
-    assert "versions: Versions are whole numbers." in response.content.decode()
+    response = client.post(f"/models/{model.pk}/placements/", {"versions": ["1"], "servers": []})
+    assert response.status_code == 400
+    assert field_errors(response.content.decode(), "placement-servers") == ["Choose at least one server."]
+    response = client.post(f"/models/{model.pk}/placements/", {"versions": ["x"], "servers": ["triton-0"]})
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert field_errors(html, "placement-versions") == ["Versions are whole numbers."]
+    assert re.search(r'<option value="triton-0"\s*selected>', html)  # the choice stays
+    response = client.post(f"/models/{model.pk}/placements/", {"versions": ["1"], "servers": ["triton-0"], "config_revision": "9"})
+    assert response.status_code == 400
+    assert field_errors(response.content.decode(), "placement-config_revision") == ["fraud-scorer has no config revision 9."]
     client.force_login(viewer)
-    response = client.post(f"/models/{model.pk}/placements/", {"versions": ["1"], "servers": ["triton-0"]}, follow=True)
-    assert "needs the deployer role" in response.content.decode()
+    response = client.post(f"/models/{model.pk}/placements/", {"versions": ["1"], "servers": ["triton-0"]})
+    assert response.status_code == 403
+    alert = response.content.decode().split('aria-labelledby="placements-title"')[1].split("</div>")[0]
+    assert "needs the deployer role" in alert
+    assert Placement.objects.count() == 0 and not AuditEvent.objects.filter(action__startswith="placement").exists()
+
+
+def test_the_ui_and_the_api_resolve_a_placement_the_same_way(api, client, deployer, model, versions, offline_servers):
+    """One lookup (placements.selectors) for both: an unknown server and an unknown config
+    revision get the same field errors."""
+    client.force_login(deployer)
+    for body, field in [({"versions": [1], "servers": ["nope"]}, "servers"),
+                        ({"versions": [1], "servers": ["triton-0"], "config_revision": 9}, "config_revision")]:
+        from_api = api(deployer).post("/api/v1/placements/", {"model": model.pk, **body}, format="json")
+        assert from_api.status_code == 400
+        ui = client.post(f"/models/{model.pk}/placements/", body)
+        assert ui.status_code == 400
+        assert field_errors(ui.content.decode(), f"placement-{field}") == [
+            m.replace("'", "&#x27;") for m in from_api.json()["fields"][field]]
     assert Placement.objects.count() == 0
 
 

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from controlplane.audit.context import Actor
@@ -108,6 +110,46 @@ def test_model_page_move_form(client, deployer, model, versions):
     html = client.get(f"/models/{model.pk}/").content.decode()
     assert "ship" in html and "first" in html and "Move…" in html
     assert AuditEvent.objects.filter(action="label.move", source="ui").count() == 1
+
+
+def test_model_page_label_forms_show_refusals_next_to_their_field(client, deployer, viewer, model, versions):
+    client.force_login(deployer)
+    client.post(f"/models/{model.pk}/labels/move/", {"name": "stable", "version": "1", "reason": "first", "expected_version": ""})
+    events = AuditEvent.objects.count()
+
+    # a move without a reason: the service refuses (a move is a release); the dialog comes back open
+    response = client.post(f"/models/{model.pk}/labels/move/", {"name": "stable", "version": "3", "reason": " ", "expected_version": "1"})
+    assert response.status_code == 400
+    html = response.content.decode()
+    dialog = html.split('<dialog id="move-stable"')[1].split("</dialog>")[0]
+    assert "data-show-modal" in dialog.split(">")[0]
+    assert re.search(r'<textarea[^>]*aria-invalid="true"[^>]*aria-describedby="move-stable-reason_error"[^>]*id="move-stable-reason">'
+                     r'[^<]*</textarea><ul class="errorlist" id="move-stable-reason_error"><li>Say why: moving a label is a release.</li></ul>', dialog)
+    assert re.search(r'<option value="3" selected>', dialog)  # the chosen version stays
+
+    # a version that is not ready: next to the version select
+    response = client.post(f"/models/{model.pk}/labels/move/", {"name": "stable", "version": "4", "reason": "go", "expected_version": "1"})
+    dialog = response.content.decode().split('<dialog id="move-stable"')[1].split("</dialog>")[0]
+    assert response.status_code == 400 and 'aria-describedby="move-stable-version_error"' in dialog
+    assert '<ul class="errorlist" id="move-stable-version_error"><li>' in dialog and "no registered, validated version 4" in dialog
+
+    # a new label with a bad name: next to the name field of the create form, what was typed kept
+    response = client.post(f"/models/{model.pk}/labels/move/", {"name": "Latest", "version": "2", "reason": "why", "expected_version": ""})
+    html = response.content.decode()
+    assert response.status_code == 400
+    assert re.search(r'id="new-label-name" value="Latest"[^>]*aria-invalid="true"[^>]*><ul class="errorlist" id="new-label-name_error"><li>A label is', html)
+
+    # a delete without a reason: the error in the label's row
+    response = client.post(f"/models/{model.pk}/labels/delete/", {"name": "stable", "reason": ""})
+    row = response.content.decode().split('<tr data-label="stable">')[1].split("</tr>")[0]
+    assert response.status_code == 400 and '<ul class="errorlist" role="alert"><li>reason: Say why' in row
+
+    client.force_login(viewer)
+    response = client.post(f"/models/{model.pk}/labels/move/", {"name": "stable", "version": "2", "reason": "x", "expected_version": "1"})
+    assert response.status_code == 403
+    assert "needs the deployer role" in response.content.decode().split("<h2>Labels</h2>")[1].split("</div>")[0]
+    assert AuditEvent.objects.count() == events and LabelMove.objects.count() == 1
+    assert VersionLabel.objects.get(name="stable").version.version == 1
 
 
 def test_model_history_includes_versions_labels_and_configs(client, deployer, model, versions, team):

@@ -87,15 +87,30 @@ def test_save_needs_a_reason_and_keeps_what_was_typed(client, team_admin, model)
     data = form_data(model, dynamic_batching="on", preferred_batch_size="2, 4", reason="  ")
     response = client.post(f"/models/{model.pk}/serving-config/save/", data, **HX)
     html = response.content.decode()
-    assert response.status_code == 200 and "Say why you change the config" in html
+    assert response.status_code == 400  # base.html lets htmx swap it
+    assert re.search(r'id="sv-reason" name="reason" value="  "[^>]*aria-describedby="err-reason">\s*'
+                     r'<small class="field-error" id="err-reason">Say why you change the config; it goes into the audit log.</small>', html)
     assert 'value="2, 4"' in html
+    assert not ServingConfig.objects.exists() and not AuditEvent.objects.filter(action__startswith="serving_config").exists()
+
+
+def test_save_without_htmx_shows_the_whole_page_with_the_error_by_its_field(client, team_admin, model):
+    client.force_login(team_admin)
+    response = client.post(f"/models/{model.pk}/serving-config/save/", form_data(model, dynamic_batching="on",
+                                                                                   preferred_batch_size="16", reason=""))
+    html = response.content.decode()
+    assert response.status_code == 400 and "<!doctype html>" in html and 'id="labels"' in html
+    assert 'id="err-reason">Say why you change the config' in html
+    assert 'id="err-preferred_batch_size">item 1: 16 is larger than max_batch_size (8).</small>' in html
     assert not ServingConfig.objects.exists()
 
 
 def test_save_with_an_invalid_spec_shows_inline_errors(client, team_admin, model):
     client.force_login(team_admin)
     data = form_data(model, dynamic_batching="on", preferred_batch_size="16", reason="bigger")
-    html = client.post(f"/models/{model.pk}/serving-config/save/", data, **HX).content.decode()
+    response = client.post(f"/models/{model.pk}/serving-config/save/", data, **HX)
+    assert response.status_code == 400
+    html = response.content.decode()
     assert re.search(r'id="err-preferred_batch_size">item 1: 16 is larger than max_batch_size \(8\)\.</small>', html)
     assert 'aria-invalid="true"' in html and not ServingConfig.objects.exists()
 
@@ -124,7 +139,9 @@ def test_save_without_htmx_redirects_back_with_a_message(client, team_admin, mod
 
 def test_save_is_refused_for_deployers_and_other_teams(client, deployer, outsider_admin, model):
     client.force_login(deployer)
-    assert client.post(f"/models/{model.pk}/serving-config/save/", form_data(model, reason="x"), **HX).status_code == 403
+    refused = client.post(f"/models/{model.pk}/serving-config/save/", form_data(model, reason="x"), **HX)
+    assert refused.status_code == 403
+    assert re.search(r'<ul class="form-errors" role="alert"><li>[^<]*needs the admin role', refused.content.decode())
     client.force_login(outsider_admin)
     assert client.post(f"/models/{model.pk}/serving-config/save/", form_data(model, reason="x"), **HX).status_code == 404
     assert client.post(f"/models/{model.pk}/serving-config/preview/", form_data(model), **HX).status_code == 404
@@ -142,8 +159,9 @@ def test_history_diff_and_rollback(client, team_admin, model, as_team_admin):
     assert "Revision 1 → 2" in diff and "<del><code>100</code></del>" in diff and "<ins><code>900</code></ins>" in diff
     first = client.get(f"/models/{model.pk}/serving-config/diff/?to=1").content.decode()
     assert "Defaults → revision 1" in first and "<!doctype html>" in first  # a full page without htmx
-    refused = client.post(f"/models/{model.pk}/serving-config/1/rollback/", **HX).content.decode()
-    assert re.search(r'<p class="message error" role="alert">Not rolled back: Say why', refused)
+    refused = client.post(f"/models/{model.pk}/serving-config/1/rollback/", **HX)
+    assert refused.status_code == 400
+    assert re.search(r'<p class="message error" role="alert">Not rolled back: Say why', refused.content.decode())
     assert ServingConfig.objects.count() == 2
     done = client.post(f"/models/{model.pk}/serving-config/1/rollback/", HTTP_HX_PROMPT="900 us hurt p99", **HX).content.decode()
     assert "revision 3 restores revision 1" in done
