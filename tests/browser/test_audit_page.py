@@ -38,7 +38,8 @@ def test_filtering_the_audit_log(ui, history):
     ui.sign_in("dana")
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Audit").click()
     expect(page).to_have_url(ui.url("/audit/"))
-    expect(page.locator("#chain")).to_have_text(re.compile(r"✓ Chain verified\s+7 events"))  # loaded by htmx after the page
+    expect(page.locator("#chain")).to_have_text(re.compile(r"✓ Chain verified\s+to event \d+ \(7 events\)"))  # loaded by htmx after the page
+    expect(page.locator("#chain").get_by_role("button", name="Full re-verification")).to_have_count(0)  # platform admins only
     expect(actions).to_have_text(["token.revoke", "token.create", "team.service_account", "model.create", "model.create"])
     expect(page.get_by_text("whisper")).to_have_count(0)  # speech's
     expect(page.get_by_text("gpu-a100")).to_have_count(0)  # platform-wide
@@ -105,3 +106,19 @@ def test_a_model_page_shows_its_history(ui, history):
     expect(page).to_have_url(ui.url(f"/audit/?object_type=registry.model&object_id={model.pk}"))
     expect(page.locator("table.audit > tbody > tr")).to_have_count(1)
     expect(page.get_by_label("Object id")).to_have_value(str(model.pk))
+
+
+def test_a_platform_admin_queues_a_full_verification_from_the_badge(ui, history, platform_admin):
+    from controlplane.audit.models import AuditEvent
+    from tests.conftest import PASSWORD
+
+    page = ui.page
+    asked = []
+    page.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
+    ui.sign_in(platform_admin.username, PASSWORD)
+    ui.goto("/audit/")
+    page.locator("#chain").get_by_role("button", name="Full re-verification").click()
+    expect(page.locator(".message.success")).to_contain_text("A full verification of the audit chain is queued")
+    assert asked and asked[0].startswith("Re-hash the whole audit chain")
+    assert AuditEvent.objects.filter(action="audit.verify_full_request", source="ui", actor_name="pat").count() == 1
+    ui.assert_only_local()
