@@ -230,6 +230,9 @@ def client_for(world, actor) -> APIClient:
     return client
 
 
+TEAM_IN_A_FORM_FIELD = {"ui: issue team token", "ui: register model"}
+
+
 def ui_refusal_status(action: Action, actor: tuple, target: str) -> int:
     """A refused UI form re-renders with the status the API gives: a team named in a form field
     that the actor cannot see is a 400 field error, an object in the URL they cannot see a 404,
@@ -239,7 +242,7 @@ def ui_refusal_status(action: Action, actor: tuple, target: str) -> int:
         return 403  # no team in play: a missing platform role, for every team's admin alike
     sees = platform or (target == "speech" if name == "outsider-admin" else target == "vision")
     if not sees:
-        return 400 if action.name == "ui: issue team token" else 404
+        return 400 if action.name in TEAM_IN_A_FORM_FIELD else 404
     if action.name == "ui: revoke team token":
         return 404  # a team's tokens are listed to its admins only, as in the API
     return 403
