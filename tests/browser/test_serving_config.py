@@ -46,6 +46,15 @@ def test_edit_batching_with_diff_preview_then_save(ui, model, team_admin):
     assert ServingConfig.objects.count() == 1  # previews write nothing
     ui.screenshot("serving-config-preview")
 
+    # No reason: the service refuses (a 400 that htmx swaps in), the error under the reason field.
+    section.get_by_role("button", name="Save revision").click()
+    reason_error = page.locator("#err-reason")
+    expect(reason_error).to_have_text("Say why you change the config; it goes into the audit log.")
+    expect(section.get_by_label("Reason")).to_have_attribute("aria-invalid", "true")
+    expect(section.get_by_label("Preferred batch sizes")).to_have_value("2, 4")  # what was typed stays
+    assert ServingConfig.objects.count() == 1
+    ui.screenshot("serving-config-reason-refused")
+
     section.get_by_label("Reason").fill("lower latency at low load")
     section.get_by_role("button", name="Save revision").click()
     expect(page.get_by_role("status").filter(has_text="Saved serving config revision 2.")).to_be_visible()
