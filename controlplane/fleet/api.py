@@ -5,7 +5,13 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from controlplane.audit.context import Actor
-from controlplane.common.api import StrictCharField, StrictIntegerField, StrictJSONField, StrictSerializer, validated
+from controlplane.common.api import (
+    StrictCharField,
+    StrictIntegerField,
+    StrictJSONField,
+    StrictSerializer,
+    validated,
+)
 from controlplane.fleet import selectors, services
 from controlplane.fleet.filters import PoolFilterSet, ServerFilterSet
 from controlplane.fleet.models import Pool, Server
@@ -36,6 +42,13 @@ class PoolViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     def create(self, request):
         pool = services.pool_create(actor=Actor.from_request(request), **validated(PoolCreateSerializer, request))
         return Response(PoolSerializer(selectors.pools_list().get(pk=pool.pk)).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=PoolCreateSerializer, responses=PoolSerializer)
+    def partial_update(self, request, name=None):
+        pool = self.get_object()
+        data = validated(PoolCreateSerializer, request, partial=True)
+        pool = services.pool_update(actor=Actor.from_request(request), pool=pool, **data)
+        return Response(PoolSerializer(selectors.pools_list().get(pk=pool.pk)).data)
 
     def destroy(self, request, name=None):
         services.pool_delete(actor=Actor.from_request(request), pool=self.get_object())

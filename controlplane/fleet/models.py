@@ -2,7 +2,11 @@ from django.core.validators import MaxValueValidator
 from django.db import models
 
 from controlplane.common.validators import validate_dns_name
-from controlplane.fleet.validators import validate_grpc_address, validate_http_url, validate_labels
+from controlplane.fleet.validators import (
+    validate_grpc_address,
+    validate_http_url,
+    validate_labels,
+)
 
 
 class Pool(models.Model):

@@ -44,6 +44,9 @@ def pool_update(*, actor: Actor, pool: Pool, **changes) -> Pool:
     unknown = set(changes) - set(POOL_FIELDS)
     if unknown:
         raise ValueError(f"not editable: {sorted(unknown)}")
+    changes = {name: value for name, value in changes.items() if getattr(pool, name) != value}
+    if not changes:
+        return pool  # nothing changes, so nothing is written or audited
     before = snapshot(pool, POOL_FIELDS)
     for name, value in changes.items():
         setattr(pool, name, value)
@@ -82,6 +85,9 @@ def server_update(*, actor: Actor, server: Server, **changes) -> Server:
     unknown = set(changes) - SERVER_EDITABLE
     if unknown:
         raise ValueError(f"not editable: {sorted(unknown)}")
+    changes = {name: value for name, value in changes.items() if getattr(server, name) != value}
+    if not changes:
+        return server  # nothing changes, so nothing is written or audited
     before = snapshot(server, SERVER_FIELDS)
     for name, value in changes.items():
         setattr(server, name, value)

@@ -113,6 +113,7 @@ ACTIONS = [
     Action("ui: register version (S3)", "post", lambda w, t: f"/models/{w['models'][t].pk}/versions/from-s3/",
            lambda w, t: {"version": "4", "source_uri": f"s3://{TEST_BUCKET}/staging/{t}/m/build-1/"}, "deployer", ui=True),
     Action("api: drain server", "delete", lambda w, t: f"/api/v1/servers/{w['placed_on'].pk}/?drain=true", None, "platform"),
+    Action("api: update pool", "patch", lambda w, t: "/api/v1/pools/empty/", lambda w, t: {"description": "spare"}, "platform"),
     Action("ui: create pool", "post", lambda w, t: "/fleet/pools/new/", lambda w, t: {"name": "new-pool"}, "platform", ui=True),
     Action("ui: edit pool", "post", lambda w, t: "/fleet/pools/empty/edit/",
            lambda w, t: {"name": "empty", "description": "spare"}, "platform", ui=True),

@@ -101,7 +101,7 @@ def test_platform_admin_manages_pools_and_servers_and_drains_one(ui, platform_ad
     page.get_by_role("button", name="Remove server").click()
     expect(page.locator(".message.success")).to_contain_text("triton-gone is draining")
     expect(page.locator("h1 .pill.draining")).to_be_visible()
-    expect(page.locator(f'tr[data-target] .state')).to_have_text("Unloading")
+    expect(page.locator('tr[data-target] .state')).to_have_text("Unloading")
     ui.screenshot("fleet-server-draining")
     assert in_thread(services.server_drain, server_id=gone.pk) is True
     assert PlacementTarget.objects.get(placement=placement).state == "removed"

@@ -6,7 +6,6 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from controlplane.accounts.models import Membership, Role, Team
 from controlplane.audit.context import Actor
 from controlplane.audit.models import AuditEvent
 from controlplane.fleet import services

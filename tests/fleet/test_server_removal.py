@@ -154,3 +154,24 @@ def test_api_team_users_cannot_drain(api, deployer, server, placed):
 def test_api_pool_delete_409_names_the_servers(api, platform_admin, pool, server):
     response = api(platform_admin).delete(f"/api/v1/pools/{pool.name}/")
     assert response.status_code == 409 and "triton-1" in response.json()["fields"]["pool"][0]
+
+
+def test_api_pool_patch_uses_the_same_service(api, platform_admin, deployer, pool):
+    client = api(platform_admin)
+    response = client.patch("/api/v1/pools/cpu/", {"description": "spare CPUs"}, format="json")
+    assert response.status_code == 200 and response.json()["description"] == "spare CPUs"
+    assert AuditEvent.objects.filter(action="pool.update").count() == 1
+    assert client.patch("/api/v1/pools/cpu/", {"description": "spare CPUs"}, format="json").status_code == 200
+    assert AuditEvent.objects.filter(action="pool.update").count() == 1  # nothing changed, nothing audited
+    Pool.objects.create(name="gpu")
+    taken = client.patch("/api/v1/pools/cpu/", {"name": "gpu"}, format="json")
+    assert taken.status_code == 409 and "name" in taken.json()["fields"]
+    bad = client.patch("/api/v1/pools/cpu/", {"name": "Not A Name", "colour": "red"}, format="json")
+    assert bad.status_code == 400 and "colour" in bad.json()["fields"]
+    assert api(deployer).patch("/api/v1/pools/cpu/", {"description": "mine"}, format="json").status_code == 403
+    assert Pool.objects.get(pk=pool.pk).description == "spare CPUs"
+
+
+def test_a_server_update_that_changes_nothing_writes_nothing(as_admin, server):
+    services.server_update(actor=as_admin, server=server, gpu_count=0, http_url=server.http_url)
+    assert not AuditEvent.objects.filter(action="server.update").exists()
