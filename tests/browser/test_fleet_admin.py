@@ -60,6 +60,7 @@ def test_platform_admin_manages_pools_and_servers_and_drains_one(ui, platform_ad
     expect(page.locator("[data-triton-version]")).to_have_text("2.51.0")
     expect(page.locator("h1 [data-status]")).to_have_text("Up")
     expect(page.locator("section.history")).to_contain_text("server.register")
+    expect(page.locator("nav.mainnav a", has_text="Fleet")).to_have_attribute("aria-current", "page")
     ui.screenshot("fleet-server-live")
 
     # Edit it: a bad URL is refused next to its field, then a good edit is saved and audited.
@@ -110,8 +111,25 @@ def test_platform_admin_manages_pools_and_servers_and_drains_one(ui, platform_ad
     expect(page.locator('tr[data-server="triton-gone"]')).to_have_count(0)
     expect(page.locator('tr[data-pool="cpu-eu"] td').nth(2)).to_have_text("1")
     ui.screenshot("fleet-after-drain")
+
+    # Pools: edit one; removing it is refused while it has a server; an empty one goes.
+    pool_row = page.locator('tr[data-pool="cpu-eu"]')
+    pool_row.get_by_role("link", name="Edit").click()
+    page.get_by_label("Description").fill("CPU servers in eu-1 and eu-2")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator(".message.success")).to_have_text("Pool cpu-eu saved.")
+    expect(pool_row).to_contain_text("eu-1 and eu-2")
+    pool_row.get_by_role("button", name="Remove").click()
+    expect(page.locator(".message.error")).to_contain_text("Pool cpu-eu still has servers (triton-live)")
+    ui.screenshot("fleet-pool-remove-refused")
+    page.get_by_role("link", name="Create a pool").click()
+    page.get_by_label("Name").fill("spare")
+    page.get_by_role("button", name="Create").click()
+    page.locator('tr[data-pool="spare"]').get_by_role("button", name="Remove").click()
+    expect(page.locator(".message.success")).to_have_text("Pool spare removed.")
+    expect(page.locator('tr[data-pool="spare"]')).to_have_count(0)
     actions = set(AuditEvent.objects.values_list("action", flat=True))
-    assert {"pool.create", "server.register", "server.update", "server.drain", "server.remove",
+    assert {"pool.create", "pool.update", "pool.delete", "server.register", "server.update", "server.drain", "server.remove",
             "placement.target.unload", "placement.target.removed"} <= actions
     ui.assert_only_local()
 
