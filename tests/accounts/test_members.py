@@ -49,3 +49,21 @@ def test_non_admins_cannot_manage_members(api, deployer, outsider, viewer):
     assert api(outsider).post("/api/v1/teams/vision/members/", {"username": "vic", "role": "admin"}, format="json").status_code == 404
     assert api(outsider).get("/api/v1/teams/vision/members/").status_code == 404
     assert Membership.objects.get(user=viewer).role == Role.VIEWER
+
+
+@pytest.mark.parametrize("slug", ["speech", "no-such-team"])
+def test_a_team_you_cannot_see_is_404_in_the_path_and_400_in_a_field_in_ui_and_api(api, client, team_admin, other_team, slug):
+    """Decided in issue 8: the URL names an object (404, as for any object of another team); a
+    form field or body names an input (400 naming the field). Unknown and foreign teams alike."""
+    from controlplane.accounts.models import ApiToken
+
+    body = {"username": "ada", "role": "viewer"}
+    assert api(team_admin).post(f"/api/v1/teams/{slug}/members/", body, format="json").status_code == 404
+    client.force_login(team_admin)
+    assert client.post(f"/team/{slug}/members/", body).status_code == 404
+
+    refused = api(team_admin).post("/api/v1/tokens/", {"name": "ci", "scopes": ["read"], "team": slug}, format="json")
+    assert refused.status_code == 400 and list(refused.json()["fields"]) == ["team"]
+    page = client.post("/team/tokens/", {"name": "ci", "scopes": ["read"], "expires_in_days": 9, "team": slug})
+    assert page.status_code == 400 and "team: " + refused.json()["fields"]["team"][0].replace("'", "&#x27;") in page.content.decode()
+    assert not ApiToken.objects.exists() and not AuditEvent.objects.exists()
