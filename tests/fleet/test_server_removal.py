@@ -175,3 +175,15 @@ def test_api_pool_patch_uses_the_same_service(api, platform_admin, deployer, poo
 def test_a_server_update_that_changes_nothing_writes_nothing(as_admin, server):
     services.server_update(actor=as_admin, server=server, gpu_count=0, http_url=server.http_url)
     assert not AuditEvent.objects.filter(action="server.update").exists()
+
+
+def test_a_draining_server_takes_no_new_placement(as_admin, deployer, server, other_server, placed):
+    from django.core.exceptions import ValidationError
+
+    services.server_remove(actor=as_admin, server=server, drain=True)
+    make_version(placed.model, 2)
+    with pytest.raises(ValidationError) as refused:
+        placement_create(actor=Actor(user=deployer, source="api"), model=placed.model, versions=[2],
+                         servers=[other_server, server])
+    assert refused.value.message_dict["servers"] == ["triton-1 is draining, to be removed; place the model elsewhere."]
+    assert Placement.objects.count() == 1

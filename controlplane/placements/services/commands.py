@@ -69,6 +69,10 @@ def _check_servers(servers) -> list[Server]:
     gone = [s.name for s in servers if s.pk not in fresh]
     if gone:
         raise ValidationError({"servers": f"No server named {', '.join(gone)}."})
+    draining = sorted(fresh[s.pk].name for s in servers if fresh[s.pk].draining_since)
+    if draining:
+        verb = "is" if len(draining) == 1 else "are"
+        raise ValidationError({"servers": f"{', '.join(draining)} {verb} draining, to be removed; place the model elsewhere."})
     down = [fresh[s.pk] for s in servers if fresh[s.pk].status == ServerStatus.DOWN]
     if down:
         detail = "; ".join(f"{s.name} ({s.last_error or 'not reachable'})" for s in down)
