@@ -437,7 +437,8 @@ def own_database(verbosity: int = 0):
             shutil.rmtree(tmpdir, ignore_errors=True)
 
 
-def main(size: str = "full", rounds: int | None = None) -> int:
+def run_in_own_database(run_benchmark, **options) -> int:
+    """Set Django up for measuring, run ``run_benchmark(**options)`` in a database of its own, drop it."""
     setup_django()
     from django.conf import settings
 
@@ -448,8 +449,12 @@ def main(size: str = "full", rounds: int | None = None) -> int:
     t0 = time.perf_counter()
     with own_database() as name:
         print(f"created database {name} in {time.perf_counter() - t0:.1f} s; dropping it at the end", flush=True)
-        run(size=size, rounds=rounds)
+        run_benchmark(**options)
     return 0
+
+
+def main(size: str = "full", rounds: int | None = None) -> int:
+    return run_in_own_database(run, size=size, rounds=rounds)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from benchmarks.api_latency import own_database, percentile, setup_django
+from benchmarks.api_latency import percentile, run_in_own_database
 
 GOAL_RATIO = 1.5  # badge median at the largest size over the smallest; flat means about 1.0
 TAIL = 100  # events written since the periodic task last ran
@@ -299,16 +299,7 @@ def _report(out, size, rounds, vendor, points, final) -> None:
 
 
 def main(size: str = "full", rounds: int | None = None) -> int:
-    setup_django()
-    from django.conf import settings
-
-    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
-    settings.DEBUG = False
-    t0 = time.perf_counter()
-    with own_database() as name:
-        print(f"created database {name} in {time.perf_counter() - t0:.1f} s; dropping it at the end", flush=True)
-        run(size=size, rounds=rounds)
-    return 0
+    return run_in_own_database(run, size=size, rounds=rounds)
 
 
 if __name__ == "__main__":

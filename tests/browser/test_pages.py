@@ -114,17 +114,6 @@ def test_models_list_filter_and_detail(ui, s3, team, deployer, outsider, other_t
 
 
 @pytest.fixture
-def celery_eager():
-    """server_register queues a first probe on commit; run that task inline (no broker, no worker)."""
-    from controlplane.celery import app
-
-    previous = app.conf.task_always_eager
-    app.conf.task_always_eager = True
-    yield
-    app.conf.task_always_eager = previous
-
-
-@pytest.fixture
 def loaded_model(s3, triton_fleet, model, deployer):
     """vision.fraud-scorer v1, registered through the registry (which writes it into the fleet's
     S3 repository) and loaded on the first real tritonserver. Unloaded afterwards."""
@@ -140,7 +129,7 @@ def loaded_model(s3, triton_fleet, model, deployer):
         pass
 
 
-def test_fleet_shows_real_servers(ui, celery_eager, triton_fleet, loaded_model, deployer):
+def test_fleet_shows_real_servers(ui, triton_fleet, loaded_model, deployer):
     system = Actor.system()
     pool = pool_create(actor=system, name="cpu")
     live = [server_register(actor=system, name=f"triton-{i}", pool=pool, http_url=s.http_url)
