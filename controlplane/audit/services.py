@@ -1,10 +1,7 @@
 import ipaddress
 import json
 import logging
-import time
-import uuid
 
-from django.core.cache import cache
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import IntegrityError, connection, models, transaction
 from django.utils import timezone
@@ -24,6 +21,7 @@ from controlplane.audit.selectors import (
     audit_checkpoint_latest,
     chain_walk,
 )
+from controlplane.common.locks import cache_lock
 from controlplane.common.tasks import enqueue
 
 log = logging.getLogger(__name__)
@@ -199,21 +197,7 @@ def _outcome(report: ChainReport) -> dict:
             "first_broken_id": report.first_broken_id}
 
 
-class _verify_lock:
+def _verify_lock(*, wait: bool):
     """One verification at a time, so that a periodic extension cannot save an ok checkpoint
     after a concurrent full check recorded a break. A full check waits; an extension skips."""
-
-    def __init__(self, *, wait: bool):
-        self.wait, self.token, self.held = wait, uuid.uuid4().hex, False
-        self.key = f"{VERIFY_LOCK}:{connection.settings_dict.get('NAME')}"  # one chain per database
-
-    def __enter__(self) -> bool:
-        deadline = time.monotonic() + (VERIFY_LOCK_SECONDS if self.wait else 0)
-        while not (held := cache.add(self.key, self.token, VERIFY_LOCK_SECONDS)) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        self.held = held
-        return held
-
-    def __exit__(self, *exc) -> None:
-        if self.held and cache.get(self.key) == self.token:
-            cache.delete(self.key)
+    return cache_lock(VERIFY_LOCK, VERIFY_LOCK_SECONDS, wait=VERIFY_LOCK_SECONDS if wait else 0)

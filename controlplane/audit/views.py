@@ -9,7 +9,9 @@ from django.views.decorators.http import require_POST
 from controlplane.accounts.selectors import is_platform_admin
 from controlplane.audit import selectors, services
 from controlplane.audit.filters import AuditEventFilterSet
-from controlplane.common.ui import REFUSALS, flash_refusal, ui_actor
+from controlplane.audit.forms import VerifyFullForm
+from controlplane.common.forms import failure_status, flash_form_errors, submit
+from controlplane.common.ui import ui_actor
 
 PAGE_SIZE = 50
 
@@ -49,12 +51,12 @@ def audit_chain(request):
 @login_required
 @require_POST
 def audit_verify_full(request):
-    try:
-        services.audit_verify_full_request(actor=ui_actor(request), reason=request.POST.get("reason", ""))
-    except REFUSALS as exc:  # the Audit page again, with the reason and the API's status
-        flash_refusal(request, exc)
+    form = VerifyFullForm(request.POST)
+    _, ok = submit(form, lambda data: services.audit_verify_full_request(actor=ui_actor(request), reason=data["reason"]))
+    if not ok:  # the Audit page again, with the refusal and the API's status
+        flash_form_errors(request, form)
         response = audit_log(request)
-        response.status_code = 403
+        response.status_code = failure_status(form)
         return response
     messages.success(request, "A full verification of the audit chain is queued; its outcome shows in the badge "
                               "and as an audit.verify_full event.")

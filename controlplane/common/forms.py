@@ -47,3 +47,12 @@ def refusal_status(exc: Exception) -> int:
 def failure_status(form) -> int:
     """400 for input the form itself rejects; the service's status for a refusal."""
     return getattr(form, "status_code", 400)
+
+
+def flash_form_errors(request, form) -> None:
+    """For a form with no visible fields (a lone button): its errors become page messages."""
+    from django.contrib import messages
+
+    for name, errors in form.errors.items():
+        for error in errors:
+            messages.error(request, error if name == "__all__" else f"{name}: {error}")

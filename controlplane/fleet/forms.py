@@ -71,3 +71,7 @@ class ServerRemoveForm(forms.Form):
         help_text="Unload every placement on this server, then remove it. Without this, a server that "
         "still holds placements is refused.",
     )
+
+
+class PoolRemoveForm(forms.Form):
+    """The Remove button of an empty pool; the service refuses a pool that still has servers."""

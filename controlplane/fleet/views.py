@@ -9,11 +9,11 @@ from django.views.decorators.http import require_POST
 
 from controlplane.accounts.access import require_platform_admin
 from controlplane.accounts.selectors import is_platform_admin
-from controlplane.common.forms import submit
-from controlplane.common.ui import REFUSALS, flash_refusal, is_htmx, ui_actor
+from controlplane.common.forms import flash_form_errors, submit
+from controlplane.common.ui import is_htmx, ui_actor
 from controlplane.fleet import selectors, services
 from controlplane.fleet.filters import ServerFilterSet
-from controlplane.fleet.forms import PoolForm, ServerForm, ServerRemoveForm
+from controlplane.fleet.forms import PoolForm, PoolRemoveForm, ServerForm, ServerRemoveForm
 
 SERVERS_PER_PAGE = 50  # rendering is ~0.3 ms a row; 50 keeps the page well under 100 ms
 
@@ -126,9 +126,10 @@ def pool_edit(request, name):
 def pool_remove(request, name):
     require_platform_admin(request.user)
     pool = selectors.pool_get(name)
-    try:
-        services.pool_delete(actor=ui_actor(request), pool=pool)
+    form = PoolRemoveForm(request.POST)
+    _, ok = submit(form, lambda data: services.pool_delete(actor=ui_actor(request), pool=pool))
+    if ok:
         messages.success(request, f"Pool {name} removed.")
-    except REFUSALS as exc:
-        flash_refusal(request, exc)
+    else:  # the form has no fields: the refusal (servers still in the pool) is a page message
+        flash_form_errors(request, form)
     return redirect(reverse("fleet") + "#pools")
