@@ -123,6 +123,30 @@ def create_audited(obj: models.Model, *, actor: Actor, action: str, fields: list
     return obj
 
 
+def update_audited(obj: models.Model, *, actor: Actor, action: str, changes: dict, fields: list[str], duplicate,
+                   team=None) -> bool:
+    """Apply the values in ``changes`` that differ, validate, save only those fields and record
+    before and after. Returns False, writing and auditing nothing, when nothing differs. Saving only
+    the changed fields keeps a concurrent writer's fields (a prober's, say) as that writer left them.
+    A unique-constraint clash raises ``duplicate``, and nothing is written."""
+    changes = {name: value for name, value in changes.items() if getattr(obj, name) != value}
+    if not changes:
+        return False
+    before = snapshot(obj, fields)
+    for name, value in changes.items():
+        setattr(obj, name, value)
+    obj.full_clean(validate_unique=False)  # a clash on a unique field is the database's to find
+    try:
+        with transaction.atomic():
+            obj.save(update_fields=list(changes))
+            audit_record(actor=actor, action=action, obj=obj, team=team, before=before, after=snapshot(obj, fields))
+    except IntegrityError as exc:
+        if not _is_unique_violation(exc):
+            raise
+        raise duplicate from None
+    return True
+
+
 def _is_unique_violation(exc: IntegrityError) -> bool:
     return getattr(exc.__cause__, "sqlstate", None) == "23505" or "UNIQUE constraint failed" in str(exc)
 

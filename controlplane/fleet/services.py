@@ -12,7 +12,7 @@ from django.utils import timezone
 from controlplane.accounts.access import authorize_platform_admin
 from controlplane.audit.context import Actor
 from controlplane.audit.models import Source
-from controlplane.audit.services import audit_record, create_audited, snapshot
+from controlplane.audit.services import audit_record, create_audited, snapshot, update_audited
 from controlplane.common.errors import Conflict
 from controlplane.common.fanout import fan_out
 from controlplane.common.tasks import enqueue
@@ -44,18 +44,8 @@ def pool_update(*, actor: Actor, pool: Pool, **changes) -> Pool:
     unknown = set(changes) - set(POOL_FIELDS)
     if unknown:
         raise ValueError(f"not editable: {sorted(unknown)}")
-    changes = {name: value for name, value in changes.items() if getattr(pool, name) != value}
-    if not changes:
-        return pool  # nothing changes, so nothing is written or audited
-    before = snapshot(pool, POOL_FIELDS)
-    for name, value in changes.items():
-        setattr(pool, name, value)
-    pool.full_clean(validate_unique=False)
-    if Pool.objects.exclude(pk=pool.pk).filter(name=pool.name).exists():
-        raise Conflict("name", f"A pool named {pool.name} already exists.")
-    with transaction.atomic():
-        pool.save(update_fields=list(changes))
-        audit_record(actor=actor, action="pool.update", obj=pool, before=before, after=snapshot(pool, POOL_FIELDS))
+    duplicate = Conflict("name", f"A pool named {changes.get('name')} already exists.")
+    update_audited(pool, actor=actor, action="pool.update", changes=changes, fields=POOL_FIELDS, duplicate=duplicate)
     return pool
 
 
@@ -85,18 +75,9 @@ def server_update(*, actor: Actor, server: Server, **changes) -> Server:
     unknown = set(changes) - SERVER_EDITABLE
     if unknown:
         raise ValueError(f"not editable: {sorted(unknown)}")
-    changes = {name: value for name, value in changes.items() if getattr(server, name) != value}
-    if not changes:
-        return server  # nothing changes, so nothing is written or audited
-    before = snapshot(server, SERVER_FIELDS)
-    for name, value in changes.items():
-        setattr(server, name, value)
-    server.full_clean(validate_unique=False)
-    if "name" in changes and Server.objects.exclude(pk=server.pk).filter(name=server.name).exists():
-        raise Conflict("name", f"A server named {server.name} already exists.")
-    with transaction.atomic():
-        server.save(update_fields=list(changes))  # never write back stale probe fields or draining_since
-        audit_record(actor=actor, action="server.update", obj=server, before=before, after=snapshot(server, SERVER_FIELDS))
+    duplicate = Conflict("name", f"A server named {changes.get('name')} already exists.")
+    # Only the changed fields are saved: never stale probe fields or draining_since.
+    update_audited(server, actor=actor, action="server.update", changes=changes, fields=SERVER_FIELDS, duplicate=duplicate)
     return server
 
 

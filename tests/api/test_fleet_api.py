@@ -81,6 +81,21 @@ def test_update_and_remove_are_audited(api, platform_admin, pool):
     assert not Server.objects.exists() and AuditEvent.objects.filter(action="server.remove").exists()
 
 
+def test_renaming_onto_a_taken_name_is_409_and_an_unchanged_edit_writes_nothing(api, platform_admin, pool):
+    client = api(platform_admin)
+    Pool.objects.create(name="cpu")
+    one = client.post("/api/v1/servers/", server_payload(), format="json").json()["id"]
+    client.post("/api/v1/servers/", server_payload(name="triton-2"), format="json")
+    events = AuditEvent.objects.count()
+    clash = client.patch(f"/api/v1/servers/{one}/", {"name": "triton-2"}, format="json")
+    assert clash.status_code == 409 and "triton-2" in clash.json()["fields"]["name"][0]
+    pool_clash = client.patch("/api/v1/pools/gpu-a100/", {"name": "cpu"}, format="json")
+    assert pool_clash.status_code == 409 and "cpu" in pool_clash.json()["fields"]["name"][0]
+    assert client.patch(f"/api/v1/servers/{one}/", {"gpu_count": 4}, format="json").status_code == 200
+    assert AuditEvent.objects.count() == events
+    assert Server.objects.get(pk=one).name == "triton-1" and Pool.objects.filter(name="gpu-a100").exists()
+
+
 def test_pools(api, platform_admin, deployer, pool):
     client = api(platform_admin)
     assert client.post("/api/v1/pools/", {"name": "cpu"}, format="json").status_code == 201
