@@ -32,6 +32,7 @@ def test_register_a_model_with_two_inputs(ui, deployer):
     ui.goto("/models/")
     page.get_by_role("link", name="Register a model").click()
     expect(page).to_have_url(ui.url("/models/new/"))
+    page.wait_for_load_state()  # registry.js is deferred; a click can come before it runs
     form = page.get_by_role("form", name="Register a model")
     form.get_by_label("Team").select_option("vision")
     form.get_by_label("Name", exact=True).fill("resnet")
@@ -126,6 +127,7 @@ def test_register_a_version_by_archive_upload_with_progress(ui, s3, model, deplo
     ui.goto(f"/models/{model.pk}/")
     page.get_by_role("link", name="Register a version").click()
     expect(page).to_have_url(ui.url(f"/models/{model.pk}/versions/new/"))
+    page.wait_for_load_state()  # registry.js is deferred; a click can come before it runs
     upload = page.locator("form#version-upload")
     expect(upload.get_by_label("Version")).to_have_value("1")
 
