@@ -47,7 +47,7 @@ class PoolViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.Gen
     def partial_update(self, request, name=None):
         pool = self.get_object()
         data = validated(PoolCreateSerializer, request, partial=True)
-        pool = services.pool_update(actor=Actor.from_request(request), pool=pool, **data)
+        services.pool_update(actor=Actor.from_request(request), pool=pool, **data)
         return Response(PoolSerializer(selectors.pools_list().get(pk=pool.pk)).data)
 
     def destroy(self, request, name=None):
@@ -105,7 +105,7 @@ class ServerViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.G
     def partial_update(self, request, pk=None):
         server = self.get_object()
         data = _resolve_pool(validated(ServerWriteSerializer, request, partial=True))
-        server = services.server_update(actor=Actor.from_request(request), server=server, **data)
+        services.server_update(actor=Actor.from_request(request), server=server, **data)
         return Response(ServerSerializer(server).data)
 
     @extend_schema(

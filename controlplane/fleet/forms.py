@@ -59,10 +59,6 @@ class ServerForm(forms.Form):
             labels[key.strip()] = value.strip()
         return labels
 
-    def changes(self, server: Server) -> dict:
-        """Only the fields that differ from ``server``, so the audit event shows just those."""
-        current = {name: getattr(server, name) for name in self.cleaned_data}
-        return {name: value for name, value in self.cleaned_data.items() if current[name] != value}
 
 
 class ServerRemoveForm(forms.Form):

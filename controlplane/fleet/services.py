@@ -39,14 +39,14 @@ def pool_create(*, actor: Actor, name: str, description: str = "") -> Pool:
     return create_audited(pool, actor=actor, action="pool.create", fields=POOL_FIELDS, duplicate=duplicate)
 
 
-def pool_update(*, actor: Actor, pool: Pool, **changes) -> Pool:
+def pool_update(*, actor: Actor, pool: Pool, **changes) -> bool:
+    """Apply ``changes`` to ``pool`` in place; returns whether anything differed (else nothing is written)."""
     authorize_platform_admin(actor)
     unknown = set(changes) - set(POOL_FIELDS)
     if unknown:
         raise ValueError(f"not editable: {sorted(unknown)}")
     duplicate = Conflict("name", f"A pool named {changes.get('name')} already exists.")
-    update_audited(pool, actor=actor, action="pool.update", changes=changes, fields=POOL_FIELDS, duplicate=duplicate)
-    return pool
+    return update_audited(pool, actor=actor, action="pool.update", changes=changes, fields=POOL_FIELDS, duplicate=duplicate)
 
 
 def pool_delete(*, actor: Actor, pool: Pool) -> None:
@@ -70,15 +70,16 @@ def server_register(*, actor: Actor, name: str, pool: Pool, http_url: str, **fie
     return server
 
 
-def server_update(*, actor: Actor, server: Server, **changes) -> Server:
+def server_update(*, actor: Actor, server: Server, **changes) -> bool:
+    """Apply ``changes`` to ``server`` in place; returns whether anything differed (else nothing is written)."""
     authorize_platform_admin(actor)
     unknown = set(changes) - SERVER_EDITABLE
     if unknown:
         raise ValueError(f"not editable: {sorted(unknown)}")
     duplicate = Conflict("name", f"A server named {changes.get('name')} already exists.")
     # Only the changed fields are saved: never stale probe fields or draining_since.
-    update_audited(server, actor=actor, action="server.update", changes=changes, fields=SERVER_FIELDS, duplicate=duplicate)
-    return server
+    return update_audited(server, actor=actor, action="server.update", changes=changes, fields=SERVER_FIELDS,
+                          duplicate=duplicate)
 
 
 def server_remove(*, actor: Actor, server: Server, drain: bool = False) -> Server | None:

@@ -62,11 +62,7 @@ def server_edit(request, pk):
     server = selectors.server_get(pk)
     form = ServerForm.for_server(server, request.POST or None)
     if request.method == "POST":
-        def update(data):
-            changes = form.changes(server)
-            return services.server_update(actor=ui_actor(request), server=server, **changes) if changes else None
-
-        updated, ok = submit(form, update)
+        updated, ok = submit(form, lambda data: services.server_update(actor=ui_actor(request), server=server, **data))
         if ok:
             messages.success(request, f"Server {server.name} saved." if updated else "Nothing changed.")
             return redirect("server-detail", pk=server.pk)
@@ -109,11 +105,7 @@ def pool_edit(request, name):
     pool = selectors.pool_get(name)
     form = PoolForm.for_pool(pool, request.POST or None)
     if request.method == "POST":
-        def update(data):
-            changes = {k: v for k, v in data.items() if getattr(pool, k) != v}
-            return services.pool_update(actor=ui_actor(request), pool=pool, **changes) if changes else None
-
-        updated, ok = submit(form, update)
+        updated, ok = submit(form, lambda data: services.pool_update(actor=ui_actor(request), pool=pool, **data))
         if ok:
             messages.success(request, f"Pool {pool.name} saved." if updated else "Nothing changed.")
             return redirect(reverse("fleet") + "#pools")
