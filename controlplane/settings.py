@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "controlplane.quotas",
     "controlplane.serving",
     "controlplane.placements",
+    "controlplane.endpoints",
 ]
 
 MIDDLEWARE = [
