@@ -1,0 +1,399 @@
+"""Where a gateway replica gets its routing table, and how it reports in.
+
+Three sources, any of which may fail without stopping the serving of the last good table:
+
+- HTTP poll of the control plane (`GET /api/v1/gateway/table`, conditional on the last ETag);
+- Redis push (channel `switchyard:routing-table`, carrying the whole table), with a `GET` of the
+  key of the same name right after each subscribe, to cover what was published while away;
+- a file, read once at start, for air-gapped use and tests.
+
+A table replaces the current one only if its version is higher, so a late poll answer can never
+undo a newer push. The swap is one attribute assignment: a request holds the table object it
+started with, and the next request sees the new one; nothing is mutated in place.
+
+Every `report_interval`, and right after a swap, the replica posts what it serves to
+`/api/v1/gateway/replicas/report`: the control plane counts a traffic change as done only when
+every live replica reports the version that holds it.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import ssl
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httptools
+
+from gateway.table import EMPTY, RoutingTable, TableError, parse_table
+
+log = logging.getLogger("gateway.tablesource")
+
+CHANNEL = "switchyard:routing-table"
+REDIS_KEY = "switchyard:routing-table"
+TABLE_PATH = "/api/v1/gateway/table"
+REPORT_PATH = "/api/v1/gateway/replicas/report"
+POLL_INTERVAL = 1.0  # without Redis (or while Redis is down): the poll is the only way in
+POLL_INTERVAL_WITH_REDIS = 10.0  # the push does the work; the poll is a safety net
+REPORT_INTERVAL = 2.0
+HTTP_TIMEOUT = 5.0
+MAX_TABLE_BYTES = 64 * 1024 * 1024
+
+SwapCallback = Callable[[RoutingTable, RoutingTable], Any]  # (old, new)
+
+
+class TableSource:
+    """Holds `current` (the table to serve) and how its sources are doing.
+
+    `source_ok` is True while the latest attempt of some source succeeded (a poll answered 200 or
+    304, Redis is subscribed, or the file loaded); `last_error` keeps the most recent failure.
+    `on_swap` callbacks run synchronously, in the event loop, after each swap, with (old, new).
+    """
+
+    def __init__(
+        self,
+        *,
+        control_plane: str | None = None,
+        key: str | None = None,
+        redis_url: str | None = None,
+        table_file: str | None = None,
+        poll_interval: float | None = None,
+        report_interval: float = REPORT_INTERVAL,
+        replica_id: str = "",
+        address: str = "",
+        stats: Callable[[], Mapping[str, Any]] | None = None,
+        channel: str = CHANNEL,
+        redis_key: str = REDIS_KEY,
+        clock: Callable[[], float] = time.time,
+    ):
+        if table_file is None and control_plane is None:
+            raise ValueError("a table source needs a control plane URL or a table file")
+        self.control_plane = control_plane.rstrip("/") if control_plane else None
+        self.key = key
+        self.redis_url = redis_url
+        self.table_file = table_file
+        self.poll_interval = poll_interval
+        self.report_interval = report_interval
+        self.replica_id = replica_id
+        self.address = address
+        self.stats = stats
+        self.channel = channel
+        self.redis_key = redis_key
+        self.clock = clock
+
+        self.current: RoutingTable = EMPTY
+        self.source_ok = False
+        self.last_ok_at = 0.0
+        self.last_error = ""
+        self.http_ok = False
+        self.redis_ok = False
+        self.started_at = clock()
+        self.on_swap: list[SwapCallback] = []
+
+        self._etag: str | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._poll_now = asyncio.Event()
+        self._report_now = asyncio.Event()
+        self._was_failing: dict[str, bool] = {}
+
+    @property
+    def has_table(self) -> bool:
+        """The replica may serve (and say it is ready) once it holds a table."""
+        return self.current is not EMPTY
+
+    # -- life cycle ------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the file (raising if it is bad: a gateway started on a broken file should not run),
+        or start polling, the Redis listener and the reports in the background."""
+        if self.table_file is not None:
+            with open(self.table_file, "rb") as f:
+                data = json.loads(f.read())
+            if not self.offer(data, source="file"):
+                raise TableError("table", f"{self.table_file} did not give a usable table: {self.last_error}")
+            self._ok("file")
+        else:
+            self._tasks.append(asyncio.create_task(self._poll_loop(), name="table-poll"))
+            if self.redis_url:
+                self._tasks.append(asyncio.create_task(self._redis_loop(), name="table-redis"))
+        if self.control_plane is not None:
+            self._tasks.append(asyncio.create_task(self._report_loop(), name="replica-report"))
+
+    async def stop(self) -> None:
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- swapping --------------------------------------------------------------------------------
+
+    def offer(self, data: Any, *, source: str) -> bool:
+        """Serve `data` (a decoded table) if it is valid and newer than the current table.
+        Returns whether it swapped. A table that breaks the contract is refused and logged."""
+        return self._offer(data, source) == "swapped"
+
+    def _offer(self, data: Any, source: str) -> str:
+        try:
+            table = parse_table(data)
+        except TableError as e:
+            self._fail(source, f"refused a table from {source}: {e}")
+            return "refused"
+        old = self.current
+        if old is not EMPTY and table.version <= old.version:
+            return "stale"
+        self.current = table
+        log.info("serving routing table v%d (from %s)", table.version, source)
+        self._report_now.set()
+        for callback in list(self.on_swap):
+            try:
+                callback(old, table)
+            except Exception:
+                log.exception("on_swap callback %r failed", callback)
+        return "swapped"
+
+    # -- HTTP poll -------------------------------------------------------------------------------
+
+    async def poll_once(self) -> None:
+        """One conditional GET of the table. Never raises (except cancellation)."""
+        headers = {"Accept": "application/json"}
+        if self.key:
+            headers["Authorization"] = f"Bearer {self.key}"
+        if self._etag and self.has_table:
+            headers["If-None-Match"] = self._etag
+        try:
+            status, response_headers, body = await asyncio.wait_for(
+                http_request("GET", self.control_plane + TABLE_PATH, headers), HTTP_TIMEOUT
+            )
+        except (OSError, asyncio.TimeoutError, HttpError) as e:
+            self._fail("http", f"table poll failed: {type(e).__name__}: {e}")
+            return
+        if status == 304:
+            self._ok("http")
+            return
+        if status != 200:
+            self._fail("http", f"table poll answered {status}: {body[:200].decode('utf-8', 'replace')}")
+            return
+        try:
+            data = json.loads(body)
+        except ValueError as e:
+            self._fail("http", f"table poll answered invalid JSON: {e}")
+            return
+        if self._offer(data, "http") == "refused":
+            return  # keep the old ETag, so the next poll fetches the table again
+        self._etag = response_headers.get("etag")
+        self._ok("http")
+
+    async def _poll_loop(self) -> None:
+        while True:
+            await self.poll_once()
+            interval = self.poll_interval
+            if interval is None:
+                interval = POLL_INTERVAL_WITH_REDIS if self.redis_ok else POLL_INTERVAL
+            try:
+                await asyncio.wait_for(self._poll_now.wait(), interval)
+            except asyncio.TimeoutError:
+                pass
+            self._poll_now.clear()
+
+    # -- Redis push ------------------------------------------------------------------------------
+
+    async def _redis_loop(self) -> None:
+        import redis.asyncio as aioredis  # only a replica configured for Redis needs it
+
+        backoff = 0.5
+        while True:
+            client = aioredis.from_url(self.redis_url, socket_connect_timeout=HTTP_TIMEOUT, health_check_interval=15)
+            pubsub = client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(self.channel)
+                # Subscribed first, then read the key: whatever was published in between is seen twice,
+                # which is harmless (an old version is ignored), rather than not at all.
+                stored = await client.get(self.redis_key)
+                if stored is not None:
+                    self._on_push(stored)
+                self.redis_ok = True
+                self._ok("redis")
+                backoff = 0.5
+                while True:
+                    message = await pubsub.get_message(timeout=30.0)
+                    if message is None:
+                        await client.ping()  # a silent channel: make sure the connection is alive
+                    elif message.get("type") == "message":
+                        self._on_push(message["data"])
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # redis.ConnectionError, TimeoutError, OSError... keep serving
+                self.redis_ok = False
+                self._fail("redis", f"redis push unavailable: {type(e).__name__}: {e}")
+                self._poll_now.set()  # fall back to polling at once
+            finally:
+                self.redis_ok = False
+                try:
+                    await pubsub.aclose()
+                    await client.aclose()
+                except Exception:
+                    pass
+            await asyncio.sleep(backoff * (0.5 + random.random()))
+            backoff = min(backoff * 2, 10.0)
+
+    def _on_push(self, payload: bytes | str) -> None:
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            data = None
+        if isinstance(data, dict):
+            self.offer(data, source="redis")
+        else:
+            self._poll_now.set()  # a bare notification (say, a version number): fetch the table
+
+    # -- reporting -------------------------------------------------------------------------------
+
+    def report(self) -> dict[str, Any]:
+        stats = dict(self.stats()) if self.stats is not None else {}
+        stats.setdefault("table_source", {
+            "ok": self.source_ok,
+            "http_ok": self.http_ok,
+            "redis_ok": self.redis_ok if self.redis_url else None,
+            "last_ok_at": self.last_ok_at,
+            "last_error": self.last_error,
+        })
+        return {
+            "replica_id": self.replica_id,
+            "address": self.address,
+            "table_version": self.current.version,
+            "started_at": self.started_at,
+            "stats": stats,
+        }
+
+    async def report_once(self) -> bool:
+        """Post one report. Failures are logged, never raised (except cancellation)."""
+        headers = {"Content-Type": "application/json"}
+        if self.key:
+            headers["Authorization"] = f"Bearer {self.key}"
+        try:
+            body = json.dumps(self.report()).encode()
+            status, _, answer = await asyncio.wait_for(
+                http_request("POST", self.control_plane + REPORT_PATH, headers, body), HTTP_TIMEOUT
+            )
+        except Exception as e:  # including a stats callback that broke: the report must not stop
+            self._log_change("report", True, f"replica report failed: {type(e).__name__}: {e}")
+            return False
+        ok = 200 <= status < 300
+        self._log_change("report", not ok, f"replica report answered {status}: {answer[:200].decode('utf-8', 'replace')}")
+        return ok
+
+    async def _report_loop(self) -> None:
+        while True:
+            self._report_now.clear()
+            await self.report_once()
+            try:
+                await asyncio.wait_for(self._report_now.wait(), self.report_interval)
+            except asyncio.TimeoutError:
+                pass
+
+    # -- state -----------------------------------------------------------------------------------
+
+    def _ok(self, source: str) -> None:
+        if source == "http":
+            self.http_ok = True
+        self.source_ok = True
+        self.last_ok_at = self.clock()
+        self._log_change(source, False, f"table source {source} is back")
+
+    def _fail(self, source: str, message: str) -> None:
+        if source == "http":
+            self.http_ok = False
+        self.source_ok = self.http_ok or self.redis_ok
+        self.last_error = message
+        self._log_change(source, True, message)
+
+    def _log_change(self, source: str, failing: bool, message: str) -> None:
+        # One line when a source starts or stops failing, not one a second while it is down.
+        was = self._was_failing.get(source, False)
+        self._was_failing[source] = failing
+        if failing and not was:
+            log.warning("%s", message)
+        elif failing:
+            log.debug("%s", message)
+        elif was:
+            log.info("%s", message)
+
+
+# -- a minimal HTTP/1.1 client: one request per connection, which a poll a second can afford ------
+
+class HttpError(Exception):
+    pass
+
+
+@dataclass
+class _Response:
+    status: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytearray = field(default_factory=bytearray)
+    complete: bool = False
+    headers_done: bool = False
+    _name: str = ""
+
+    # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        self.headers_done = True
+
+    def on_body(self, chunk: bytes) -> None:
+        self.body += chunk
+        if len(self.body) > MAX_TABLE_BYTES:
+            raise HttpError("response too large")
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+
+
+async def http_request(
+    method: str, url: str, headers: Mapping[str, str], body: bytes = b""
+) -> tuple[int, dict[str, str], bytes]:
+    """Send one request and return (status, lower-cased headers, body). Raises OSError or HttpError."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise HttpError(f"not an http(s) URL: {url}")
+    tls = parts.scheme == "https"
+    port = parts.port or (443 if tls else 80)
+    reader, writer = await asyncio.open_connection(
+        parts.hostname, port, ssl=ssl.create_default_context() if tls else None
+    )
+    try:
+        host = parts.netloc.rsplit("@", 1)[-1]
+        lines = [f"{method} {parts.path or '/'}{'?' + parts.query if parts.query else ''} HTTP/1.1",
+                 f"Host: {host}", "Connection: close", "User-Agent: switchyard-gateway",
+                 f"Content-Length: {len(body)}"]
+        lines += [f"{k}: {v}" for k, v in headers.items()]
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+        await writer.drain()
+
+        response = _Response()
+        parser = httptools.HttpResponseParser(response)
+        while not response.complete:
+            chunk = await reader.read(65536)
+            if not chunk:
+                break
+            try:
+                parser.feed_data(chunk)
+            except httptools.HttpParserError as e:
+                raise HttpError(f"bad HTTP response: {e}") from e
+        if not response.complete:
+            # Without Content-Length or chunking, the body runs to the end of the connection.
+            if not response.headers_done or "content-length" in response.headers or "chunked" in response.headers.get("transfer-encoding", ""):
+                raise HttpError("connection closed before the response was complete")
+        return parser.get_status_code(), response.headers, bytes(response.body)
+    finally:
+        writer.close()
+        try:
+            await writer.wait_closed()
+        except Exception:
+            pass
