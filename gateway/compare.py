@@ -71,9 +71,19 @@ def _values_agree(datatype: str, a: Any, b: Any, rtol: float, atol: float) -> bo
         return bool(np.array_equal(a, b))
     if a.size == 0:
         return True
-    if a.dtype.kind in "iu" and np.array_equal(a, b):
-        return True  # exact ints agree without a trip through float64, which rounds above 2**53
-    return bool(np.allclose(a, b, rtol=rtol, atol=atol, equal_nan=True))
+    if a.dtype.kind in "iu":
+        if np.array_equal(a, b):
+            return True
+        if not (_fits_float64(a) and _fits_float64(b)):
+            # Large INT64/UINT64 would round in float64 (two ids 1 apart would "agree"): use exact
+            # integers, with numpy.isclose's formula |a - b| <= atol + rtol * |b|.
+            return all(abs(x - y) <= atol + rtol * abs(y) for x, y in zip(a.astype(object), b.astype(object)))
+    # float64 for every kind, so FP16's coarse arithmetic does not round the tolerance itself.
+    return bool(np.allclose(a.astype(np.float64), b.astype(np.float64), rtol=rtol, atol=atol, equal_nan=True))
+
+
+def _fits_float64(a: np.ndarray) -> bool:
+    return int(a.min()) > -(2**52) and int(a.max()) < 2**52
 
 
 def _outputs(body: bytes, header_length: int | None) -> dict[str, tuple[str, tuple[int, ...], Any]]:
@@ -166,10 +176,11 @@ def _from_json(datatype: str, data: Any, count: int) -> Any:
     if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in flat):
         raise _Unparsable("numeric data must be numbers")
     dtype = np.dtype("<f4") if datatype == "BF16" else _DTYPES[datatype]
-    try:
-        return np.array(flat, dtype=dtype)
-    except (OverflowError, ValueError) as e:
-        raise _Unparsable(str(e)) from e
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if not all(isinstance(x, int) and info.min <= x <= info.max for x in flat):
+            raise _Unparsable(f"{datatype} data must be integers in range")
+    return np.array(flat, dtype=dtype)
 
 
 def _flatten(data: list) -> list:
