@@ -31,6 +31,12 @@ class BearerTokenAuthentication(authentication.BaseAuthentication):
                 f"API token {api_token.prefix} is a personal token of a service account, which is no longer "
                 "accepted; a team admin can issue a team token instead."
             )
+        if api_token.max_scope_rank == 0:
+            # Authenticated, but its scopes are the data plane's only (infer): a 403, not a 401.
+            raise exceptions.PermissionDenied(
+                f"API token {api_token.prefix} has only the {', '.join(api_token.scopes) or 'no'} scope, which is for "
+                "the inference gateway; the REST API needs read, deploy or admin."
+            )
         ip = request.META.get("REMOTE_ADDR")
         ApiToken.objects.filter(pk=api_token.pk).update(last_used_at=now, last_used_ip=ip)
         return api_token.user, api_token

@@ -32,14 +32,17 @@ ROLE_RANK = {Role.VIEWER: 1, Role.DEPLOYER: 2, Role.ADMIN: 3}
 
 
 class Scope(models.TextChoices):
-    """What a token may do. Each scope includes the ones below it: admin > deploy > read."""
+    """What a token may do. On the REST API each scope includes the ones below it: admin > deploy >
+    read. infer is the data plane's alone (calling endpoints through the gateway): it is outside
+    that ranking, so an infer-only token cannot use the REST API and no REST scope implies infer."""
 
     READ = "read"
+    INFER = "infer"
     DEPLOY = "deploy"
     ADMIN = "admin"
 
 
-SCOPE_RANK = {Scope.READ: 1, Scope.DEPLOY: 2, Scope.ADMIN: 3}
+SCOPE_RANK = {Scope.READ: 1, Scope.DEPLOY: 2, Scope.ADMIN: 3}  # REST scopes only: infer ranks 0
 SCOPE_FOR_ROLE = {Role.VIEWER: Scope.READ, Role.DEPLOYER: Scope.DEPLOY, Role.ADMIN: Scope.ADMIN}
 
 

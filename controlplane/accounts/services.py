@@ -12,6 +12,7 @@ from controlplane.accounts.selectors import is_platform_admin, role_in
 from controlplane.audit.context import Actor
 from controlplane.audit.services import audit_record, create_audited, snapshot
 from controlplane.common.errors import Conflict
+from controlplane.endpoints.publication import request_publish
 
 TOKEN_FIELDS = ["name", "prefix", "scopes", "expires_at", "team"]
 MAX_TOKEN_LIFETIME = timedelta(days=366)
@@ -50,6 +51,7 @@ def membership_set(*, actor: Actor, team: Team, user, role: str) -> Membership:
             before=before,
             after={"user": user.get_username(), "role": role},
         )
+        request_publish()  # the role caps a personal token's data-plane scopes; one team or several decides its listing
     return membership
 
 
@@ -70,6 +72,7 @@ def membership_remove(*, actor: Actor, team: Team, user) -> None:
             before={"user": user.get_username(), "role": membership.role},
         )
         membership.delete()
+        request_publish()  # a personal token acts for its user's teams
 
 
 def _keep_an_admin(team: Team, memberships: list[Membership], *, leaving: Membership) -> None:
@@ -132,7 +135,7 @@ def token_create(
         errors["expires_at"] = f"Tokens expire between now and {MAX_TOKEN_LIFETIME.days} days from now."
     if errors:
         raise ValidationError(errors)
-    wanted = max(SCOPE_RANK[s] for s in scopes)
+    wanted = max(SCOPE_RANK.get(s, 0) for s in scopes)  # infer ranks 0: any member may hold it
     if team is not None:
         authorize(actor, team, Role.ADMIN)
         ceiling = ROLE_RANK[role_in(actor.user, team)] if actor.user else ROLE_RANK[Role.ADMIN]
@@ -154,10 +157,11 @@ def token_create(
             name=name,
             prefix=prefix,
             secret_hash=secret_hash,
-            scopes=sorted(set(scopes), key=SCOPE_RANK.get),
+            scopes=sorted(set(scopes), key=lambda s: (SCOPE_RANK.get(s, 0), s)),
             expires_at=expires_at,
         )
         audit_record(actor=actor, action="token.create", obj=token, team=team, after=snapshot(token, TOKEN_FIELDS))
+        request_publish()  # the gateway accepts data-plane tokens from the table
     return token, secret
 
 
@@ -192,6 +196,7 @@ def _revoke_one(actor: Actor, token: ApiToken, reason: str) -> None:
     if changed:
         audit_record(actor=actor, action="token.revoke", obj=token, team=token.team, before={"revoked_at": None},
                      after={"revoked_at": token.revoked_at.isoformat()}, reason=reason)
+        request_publish()  # a revoked token leaves the table
 
 
 def user_create(*, actor: Actor, username: str, password: str, is_staff: bool = False, is_superuser: bool = False):
