@@ -151,6 +151,10 @@ SWITCHYARD_RECONCILE_INTERVAL_SECONDS = env.positive_int("SWITCHYARD_RECONCILE_I
 # The model page's live view shows the last sample, taken this often by a periodic task.
 SWITCHYARD_LIVE_SAMPLE_INTERVAL_SECONDS = env.positive_int("SWITCHYARD_LIVE_SAMPLE_INTERVAL_SECONDS", default=10)
 
+# The inference gateway (gateway/) fetches the routing table and reports in with this shared key
+# (Authorization: Bearer <key>). Unset, those endpoints answer 503: no key is ever made up.
+SWITCHYARD_GATEWAY_KEY = env.str("SWITCHYARD_GATEWAY_KEY", default="")
+
 # Celery. Without a broker URL, a filesystem broker under VAR_DIR needs no server process.
 REDIS_URL = env.str("REDIS_URL", default="")
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or REDIS_URL or "filesystem://"
@@ -187,6 +191,11 @@ CELERY_BEAT_SCHEDULE = {
     "sample-placements": {
         "task": "placements.sample_live",
         "schedule": float(SWITCHYARD_LIVE_SAMPLE_INTERVAL_SECONDS),
+    },
+    # The safety net under request_publish(): token expiry, and any change a hook missed.
+    "publish-routing-table": {
+        "task": "endpoints.publish_table",
+        "schedule": 5.0,
     },
     # Keeps the audit badge's quick check short: it re-hashes only what came after the checkpoint.
     "audit-checkpoint": {

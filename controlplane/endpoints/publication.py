@@ -32,13 +32,20 @@ STATE_PK = 1
 
 def request_publish() -> None:
     """Publish the routing table after the current transaction commits (at once outside one).
-    Several calls in one transaction build and publish once."""
-    conn = transaction.get_connection()
-    if conn.in_atomic_block and any(entry[1] is publish_if_changed for entry in conn.run_on_commit):
-        return
+    Several calls in one transaction build and publish once: each registers a callback, and the
+    first to run clears the request so the others return at once (no query)."""
+    transaction.get_connection().routing_publish_requested = True
     # robust: a failed publish is logged, never raised into the change that was just committed;
     # the beat task publishes it a few seconds later.
-    transaction.on_commit(publish_if_changed, robust=True)
+    transaction.on_commit(publish_after_commit, robust=True)
+
+
+def publish_after_commit() -> None:
+    conn = transaction.get_connection()
+    if not getattr(conn, "routing_publish_requested", False):
+        return  # an earlier callback of the same commit published already
+    conn.routing_publish_requested = False
+    publish_if_changed()
 
 
 def table_json(table: dict) -> str:

@@ -16,6 +16,7 @@ from controlplane.audit.services import audit_record, create_audited, snapshot, 
 from controlplane.common.errors import Conflict
 from controlplane.common.fanout import fan_out
 from controlplane.common.tasks import enqueue
+from controlplane.endpoints.publication import request_publish
 from controlplane.fleet.models import Pool, Server, ServerStatus
 from controlplane.fleet.triton_client import TritonClient, TritonError
 from controlplane.placements.models import ACTIVE_STATES, PlacementTarget, TargetState
@@ -78,8 +79,11 @@ def server_update(*, actor: Actor, server: Server, **changes) -> bool:
         raise ValueError(f"not editable: {sorted(unknown)}")
     duplicate = Conflict("name", f"A server named {changes.get('name')} already exists.")
     # Only the changed fields are saved: never stale probe fields or draining_since.
-    return update_audited(server, actor=actor, action="server.update", changes=changes, fields=SERVER_FIELDS,
-                          duplicate=duplicate)
+    changed = update_audited(server, actor=actor, action="server.update", changes=changes, fields=SERVER_FIELDS,
+                             duplicate=duplicate)
+    if changed:
+        request_publish()  # the routing table carries each server's name and URL
+    return changed
 
 
 def server_remove(*, actor: Actor, server: Server, drain: bool = False) -> Server | None:
@@ -250,6 +254,7 @@ def server_record_probe(*, server: Server, result: ProbeResult, actor: Actor | N
                 after={"status": result.status},
                 reason=result.error,
             )
+            request_publish()  # a server going down (or back up) flips healthy in the table
     return locked
 
 

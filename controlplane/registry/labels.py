@@ -9,6 +9,7 @@ from controlplane.accounts.models import Role
 from controlplane.audit.context import Actor
 from controlplane.audit.services import audit_record
 from controlplane.common.errors import Conflict
+from controlplane.endpoints.publication import request_publish
 from controlplane.registry.models import (
     LABEL_NAME_RE,
     RESERVED_LABELS,
@@ -63,6 +64,7 @@ def _record(actor, model, name, old: ModelVersion | None, new: ModelVersion | No
         after={"label": name, "version": new.version} if new else None,
         reason=reason,
     )
+    request_publish()  # a label-bound endpoint follows it, and every endpoint lists the labels
 
 
 def label_set(*, actor: Actor, model: Model, name: str, version: int, reason: str, expected_version=_UNSET) -> tuple[VersionLabel, bool]:

@@ -10,6 +10,7 @@ from controlplane.accounts.models import Role, Team
 from controlplane.audit.context import Actor
 from controlplane.audit.services import audit_record, create_audited, snapshot
 from controlplane.common.errors import Conflict, UpstreamError
+from controlplane.endpoints.publication import request_publish
 from controlplane.registry import storage
 from controlplane.registry.artifacts import ArtifactFile, check_required, describe, manifest_checksum
 from controlplane.registry.models import Model, ModelVersion, VersionStatus
@@ -156,6 +157,7 @@ def version_register(
         if not marked:  # a concurrent identical registration finished first
             return claim, False
         audit_record(actor=actor, action="version.register", obj=claim, team=model.team, after=snapshot(claim, VERSION_FIELDS))
+        request_publish()  # a new highest version moves the computed "latest" label
     return claim, True
 
 

@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from controlplane.audit.context import Actor
 from controlplane.audit.services import audit_record
+from controlplane.endpoints.publication import request_publish
 from controlplane.placements.models import (
     ACTIVE_STATES,
     Drift,
@@ -56,6 +57,7 @@ def claim(target: PlacementTarget, *, to: str, actor: Actor, action: str, reason
             return None
         audit_record(actor=actor, action=action, obj=target, team=target.model.team,
                      before={"state": target.state}, after={"state": to}, reason=reason)
+        request_publish()  # a READY target leaving READY leaves the routing table
     placement = target.placement
     return Claim(
         target_id=target.pk, attempt=target.attempt + 1, url=target.server.http_url, server_name=target.server_name,
@@ -80,6 +82,7 @@ def retire(actor: Actor, target: PlacementTarget, *, reason: str, team, action: 
         quota_release(actor=actor, reservation=target.reservation, reason=reason)
     audit_record(actor=actor, action=action, obj=target, team=team, before={"state": target.state},
                  after={"state": TargetState.REMOVED}, reason=reason)
+    request_publish()  # the routing table lists READY targets only
     return True
 
 
@@ -105,6 +108,7 @@ def transition(target: PlacementTarget, to: str, actor: Actor, *, error: str, re
             after = {"state": to} | ({"error": error} if error else {})
             audit_record(actor=actor, action=f"placement.target.{to}", obj=target, team=target.model.team,
                          before={"state": target.state}, after=after, reason=reason)
+            request_publish()  # adopted READY, or no longer READY
     return bool(changed)
 
 
@@ -131,6 +135,7 @@ def record_load(claim: Claim, outcome: Outcome, actor: Actor) -> str | None:
             after["error"] = outcome.error
         audit_record(actor=actor, action=f"placement.target.{outcome.state}", obj=target, team=target.model.team,
                      before={"state": TargetState.LOADING}, after=after, reason=claim.reason)
+        request_publish()  # a READY target joins its variants in the routing table
     return outcome.state
 
 
