@@ -8,7 +8,11 @@ Three sources, any of which may fail without stopping the serving of the last go
 - a file, read once at start, for air-gapped use and tests.
 
 A table replaces the current one only if its version is higher, so a late poll answer can never
-undo a newer push. The swap is one attribute assignment: a request holds the table object it
+undo a newer push. One exception: when the control plane's database is reset (restored from a
+backup), its versions go back. A replica that ignored them would serve a dead table forever while
+reporting a version high enough to pass every "all replicas serve it" check. So the same lower
+version answered by `REGRESS_AFTER` consecutive polls is taken (and logged loudly); a push alone
+never moves back, it only makes the poll run at once. The swap is one attribute assignment: a request holds the table object it
 started with, and the next request sees the new one; nothing is mutated in place.
 
 Every `report_interval`, and right after a swap, the replica posts what it serves to
@@ -20,7 +24,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
+import re
+import socket
 import ssl
 import time
 from collections.abc import Callable, Mapping
@@ -43,6 +50,8 @@ POLL_INTERVAL_WITH_REDIS = 10.0  # the push does the work; the poll is a safety 
 REPORT_INTERVAL = 2.0
 HTTP_TIMEOUT = 5.0
 MAX_TABLE_BYTES = 64 * 1024 * 1024
+MAX_STATS_BYTES = 4096  # the control plane's limit (controlplane/endpoints/gateway_api.py)
+REGRESS_AFTER = 3  # consecutive polls answering the same lower version: the control plane went back
 
 SwapCallback = Callable[[RoutingTable, RoutingTable], Any]  # (old, new)
 
@@ -79,7 +88,7 @@ class TableSource:
         self.table_file = table_file
         self.poll_interval = poll_interval
         self.report_interval = report_interval
-        self.replica_id = replica_id
+        self.replica_id = replica_id or default_replica_id()
         self.address = address
         self.stats = stats
         self.channel = channel
@@ -100,6 +109,7 @@ class TableSource:
         self._poll_now = asyncio.Event()
         self._report_now = asyncio.Event()
         self._was_failing: dict[str, bool] = {}
+        self._lower: tuple[int, int] | None = None  # (lower version the poll answered, times in a row)
 
     @property
     def has_table(self) -> bool:
@@ -137,7 +147,7 @@ class TableSource:
         Returns whether it swapped. A table that breaks the contract is refused and logged."""
         return self._offer(data, source) == "swapped"
 
-    def _offer(self, data: Any, source: str) -> str:
+    def _offer(self, data: Any, source: str, *, allow_lower: bool = False) -> str:
         try:
             table = parse_table(data)
         except TableError as e:
@@ -145,7 +155,12 @@ class TableSource:
             return "refused"
         old = self.current
         if old is not EMPTY and table.version <= old.version:
-            return "stale"
+            if not (allow_lower and table.version < old.version):
+                if table.version < old.version and source != "http":
+                    self._poll_now.set()  # an older push: let the poll say whether the control plane went back
+                return "stale"
+            log.warning("routing table went back from v%d to v%d: the control plane's table was reset",
+                        old.version, table.version)
         self.current = table
         log.info("serving routing table v%d (from %s)", table.version, source)
         self._report_now.set()
@@ -183,17 +198,33 @@ class TableSource:
         except ValueError as e:
             self._fail("http", f"table poll answered invalid JSON: {e}")
             return
-        if self._offer(data, "http") == "refused":
+        if self._offer(data, "http", allow_lower=self._went_back(data)) == "refused":
             return  # keep the old ETag, so the next poll fetches the table again
-        self._etag = response_headers.get("etag")
+        # The ETag stands for the table served: after an older answer, keep asking for the table.
+        self._etag = response_headers.get("etag") if data.get("version") == self.current.version else None
         self._ok("http")
+
+    def _went_back(self, data: Any) -> bool:
+        version = data.get("version") if isinstance(data, dict) else None
+        if not isinstance(version, int) or not self.has_table or version >= self.current.version:
+            self._lower = None
+            return False
+        count = self._lower[1] + 1 if self._lower and self._lower[0] == version else 1
+        self._lower = (version, count)
+        if count < REGRESS_AFTER:
+            log.warning("the control plane answered table v%d, older than v%d (%d of %d before going back)",
+                        version, self.current.version, count, REGRESS_AFTER)
+            return False
+        self._lower = None
+        return True
 
     async def _poll_loop(self) -> None:
         while True:
             await self.poll_once()
             interval = self.poll_interval
             if interval is None:
-                interval = POLL_INTERVAL_WITH_REDIS if self.redis_ok else POLL_INTERVAL
+                fast = not self.redis_ok or self._lower is not None
+                interval = POLL_INTERVAL if fast else POLL_INTERVAL_WITH_REDIS
             try:
                 await asyncio.wait_for(self._poll_now.wait(), interval)
             except asyncio.TimeoutError:
@@ -254,14 +285,26 @@ class TableSource:
     # -- reporting -------------------------------------------------------------------------------
 
     def report(self) -> dict[str, Any]:
-        stats = dict(self.stats()) if self.stats is not None else {}
-        stats.setdefault("table_source", {
+        """The report's JSON object. The control plane takes at most MAX_STATS_BYTES of stats and
+        no NaN: stats that break either are replaced by the table source's own, so the version
+        (what the control plane waits for) still gets through."""
+        own = {
             "ok": self.source_ok,
             "http_ok": self.http_ok,
             "redis_ok": self.redis_ok if self.redis_url else None,
             "last_ok_at": self.last_ok_at,
-            "last_error": self.last_error,
-        })
+            "last_error": self.last_error[:300],
+        }
+        try:
+            stats = dict(self.stats()) if self.stats is not None else {}
+            stats.setdefault("table_source", own)
+            if len(json.dumps(stats, separators=(",", ":"), allow_nan=False)) > MAX_STATS_BYTES:
+                raise ValueError(f"stats larger than {MAX_STATS_BYTES} bytes")
+        except Exception as e:  # a broken stats callback must not stop the report
+            self._log_change("stats", True, f"replica stats left out of the report: {type(e).__name__}: {e}")
+            stats = {"table_source": own, "stats_error": f"{type(e).__name__}: {e}"[:300]}
+        else:
+            self._log_change("stats", False, "replica stats are back in the report")
         return {
             "replica_id": self.replica_id,
             "address": self.address,
@@ -276,7 +319,7 @@ class TableSource:
         if self.key:
             headers["Authorization"] = f"Bearer {self.key}"
         try:
-            body = json.dumps(self.report()).encode()
+            body = json.dumps(self.report(), allow_nan=False).encode()
             status, _, answer = await asyncio.wait_for(
                 http_request("POST", self.control_plane + REPORT_PATH, headers, body), HTTP_TIMEOUT
             )
@@ -322,6 +365,11 @@ class TableSource:
             log.debug("%s", message)
         elif was:
             log.info("%s", message)
+
+
+def default_replica_id() -> str:
+    """host:pid, in the characters the control plane accepts: one id per worker process."""
+    return re.sub(r"[^A-Za-z0-9._:-]", "-", f"{socket.gethostname()}:{os.getpid()}")[:128]
 
 
 # -- a minimal HTTP/1.1 client: one request per connection, which a poll a second can afford ------
