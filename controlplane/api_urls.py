@@ -21,5 +21,6 @@ urlpatterns = [
     path("quotas/", include("controlplane.quotas.api_urls")),
     path("", include("controlplane.serving.api_urls")),
     path("", include("controlplane.placements.api_urls")),
+    path("gateway/", include("controlplane.endpoints.gateway_api")),
     *router.urls,
 ]
