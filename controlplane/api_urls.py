@@ -22,5 +22,6 @@ urlpatterns = [
     path("", include("controlplane.serving.api_urls")),
     path("", include("controlplane.placements.api_urls")),
     path("gateway/", include("controlplane.endpoints.gateway_api")),
+    path("", include("controlplane.endpoints.api_urls")),
     *router.urls,
 ]
