@@ -2,11 +2,12 @@
 import argparse
 import sys
 
-from benchmarks import api_latency, audit_badge
+from benchmarks import api_latency, audit_badge, gateway_throughput
 
 BENCHMARKS = {
     "api_latency": api_latency.main,
     "audit_badge": audit_badge.main,
+    "gateway_throughput": gateway_throughput.main,
 }
 
 
@@ -18,7 +19,7 @@ def main(argv=None) -> int:
         default="full",
         help="data volume: full is the target of the design (default), small a quick look, tiny the smoke-test size",
     )
-    parser.add_argument("--rounds", type=int, default=None, help="timed requests per page and phase (default: per size)")
+    parser.add_argument("--rounds", type=int, default=None, help="timed requests per page and phase; for gateway_throughput, rounds of wrk runs (default: per size)")
     parser.add_argument("--only", nargs="+", choices=sorted(BENCHMARKS), help="run only these benchmarks")
     args = parser.parse_args(argv)
 
