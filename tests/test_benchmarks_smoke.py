@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from benchmarks import api_latency, audit_badge
+from benchmarks import api_latency, audit_badge, gateway_throughput
 from benchmarks.__main__ import BENCHMARKS
 
 FINAL_LINE = re.compile(r"^(?P<name>[a-z0-9_]+): (?P<value>\S+) \(goal: [^)]+\)$", re.MULTILINE)
@@ -76,3 +76,62 @@ def test_percentile_interpolates_like_numpy():
     assert api_latency.percentile(samples, 50) == 10.5
     assert api_latency.percentile(samples, 95) == pytest.approx(19.05)
     assert api_latency.percentile([7.0], 95) == 7.0
+
+
+@pytest.mark.integration
+def test_gateway_throughput_benchmark_runs_at_a_tiny_size():
+    """A real tritonserver, nginx, wrk and two gateways (a table file, then a polled table)."""
+    out = io.StringIO()
+    result = gateway_throughput.run(size="tiny", out=out)
+    text = out.getvalue()
+
+    # Every target at every connection count, once, with requests counted and CPU read.
+    for connections in (1, *gateway_throughput.CONNECTIONS):
+        for target in gateway_throughput.TARGETS:
+            [sample] = result.select(target, connections)
+            assert sample.requests > 0 and sample.p50_ms > 0, (target, connections)
+            assert sample.cpu_s["triton"] > 0 and ("proxy" in sample.cpu_s) == (target != "direct")
+            assert re.search(rf"^\s*{connections}\s+{target}\s+\d", text, re.MULTILINE), f"no table row for {target} c{connections}"
+    tiny = gateway_throughput.SIZES["tiny"]
+    assert result.memory.total_requests >= tiny.memory_total and result.memory.rss_end_kb > 0
+    assert result.memory.workers == gateway_throughput.WORKERS
+    mechanisms = {s.mechanism for s in result.switches}  # "redis" only where redis-server is installed
+    assert "poll" in mechanisms
+    assert all(sum(s.mechanism == m for s in result.switches) == tiny.switches for m in mechanisms)
+
+    finals = {m["name"]: m["value"] for m in FINAL_LINE.finditer(text)}
+    numbers = ["gateway_added_p50_ms", "nginx_added_p50_ms", "gateway_cpu_us_per_request", "nginx_cpu_us_per_request",
+               "gateway_failed_requests", "gateway_rss_growth_mb", "gateway_switch_s", "gateway_switch_reported_s",
+               "gateway_switch_failed_requests"]
+    if "redis" in mechanisms:
+        numbers += ["gateway_switch_s_redis", "gateway_switch_failed_requests_redis"]
+    ratios = ["gateway_rss_growth_ratio"] + [f"{name}_c{c}" for name in ("gateway_over_nginx", "nginx_over_direct")
+                                             for c in gateway_throughput.CONNECTIONS]
+    for name in numbers + ratios:
+        assert name in finals, f"missing final line {name!r} in:\n{text}"
+    for name in numbers:
+        float(finals[name])
+    for name in ratios:
+        assert finals[name].endswith("x") and float(finals[name][:-1]) > 0, (name, finals[name])
+
+
+def test_gateway_throughput_is_registered_with_the_same_sizes():
+    assert BENCHMARKS["gateway_throughput"] is gateway_throughput.main
+    assert set(gateway_throughput.SIZES) == set(api_latency.SIZES)
+
+
+def test_gateway_throughput_reads_wrk_and_times_a_switch():
+    # The summary line benchmarks/wrk/infer.lua prints.
+    line = ("switchyard-wrk requests=1200 duration_us=2000000 bytes=9 connect=0 read=1 write=0 status=2 timeout=0 "
+            "p50_us=150 p90_us=300 p99_us=900 max_us=4000 mean_us=180.5")
+    summary = gateway_throughput.parse_wrk(f"Running 2s test\n{line}\n")
+    assert summary["requests"] == 1200 and summary["p50_us"] == 150 and summary["mean_us"] == 180.5
+    assert "SWITCHYARD_WRK_BODY" in gateway_throughput.LUA.read_text()
+
+    # (sent, received, status, variant, VERSION): changed at 10.0, the last v1 answer at 10.4.
+    records = [(9.9, 10.0, 200, "v1", 1), (10.2, 10.4, 200, "v1", 1), (10.3, 10.5, 200, "v2", 2), (10.6, 10.7, 200, "v2", 2)]
+    assert gateway_throughput.switch_time(records, 10.0, "v2", now=10.7) is None  # not settled yet
+    assert gateway_throughput.switch_time(records, 10.0, "v2", now=11.0) == pytest.approx(0.4)
+    assert gateway_throughput.switch_time(records[:2], 10.0, "v2", now=11.0) is None  # v2 never answered
+    records.append((10.8, 10.9, 502, "", 0))
+    assert gateway_throughput.switch_counts(records, 10.0, 11.0, "v1", "v2") == (5, 1, 0)
