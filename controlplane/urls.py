@@ -20,6 +20,7 @@ urlpatterns = [
     path("", include("controlplane.serving.urls")),
     path("", include("controlplane.placements.urls")),
     path("", include("controlplane.fleet.urls")),
+    path("", include("controlplane.endpoints.urls")),
     path("deployments/", common_views.deployments, name="deployments"),
     path("audit/", include("controlplane.audit.urls")),
     path("team/", accounts_views.team, name="team"),
