@@ -1,0 +1,77 @@
+"""A server of a two-server variant is SIGKILLed under load: no client sees a failure, the server
+is ejected (counted), and once it is back the liveness probe re-admits it.
+
+The kill happens at a quiet moment of the load loop (its requests are held back for the instant
+of the kill): a request that Triton had already received when it died may have run, so the
+gateway must not retry it, and the client would rightly see a 502. Everything sent after the
+kill must succeed: pooled connections to the dead server are dropped, connects are refused
+(nothing sent, so retried on the other server) and the server is ejected after three.
+"""
+import os
+import signal
+import time
+
+import pytest
+
+from tests.gateway.gateway_support import (
+    LoadLoop,
+    endpoint,
+    load_model,
+    metric,
+    server_entry,
+    start_gateway,
+    table,
+    unique,
+    unload_model,
+    upload_versions,
+    variant,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+REQUESTS = "switchyard_gateway_requests_total"
+
+
+def test_gateway_failover_loses_no_request_and_readmits_the_server(triton_fleet, disposable_triton, s3_client,
+                                                                   tmp_path):
+    survivor, victim = triton_fleet[0], disposable_triton
+    name = unique("gwf")
+    upload_versions(s3_client, name, {1: {}})
+    load_model([survivor, victim], name, [1])
+    data = table(1, [server_entry(1, survivor), server_entry(2, victim)],
+                 [endpoint("team.ha", [variant("stable", 1, 100, name, [1, 2])])])
+    gw = start_gateway(tmp_path, table_data=data, extra=["--probe-interval", "0.2"])
+    loop = LoadLoop(gw.url, lambda c: c.infer("team.ha"), threads=4)
+    try:
+        served_by = lambda server: metric(gw.metrics(), REQUESTS, server=server.name)  # noqa: E731
+        assert wait_until(lambda: served_by(victim) >= 50 and served_by(survivor) >= 50, timeout=20)
+
+        loop.pause()
+        os.killpg(victim.process.pid, signal.SIGKILL)
+        victim.process.wait(10)
+        time.sleep(0.1)  # the gateway sees its idle connections to the victim close
+        before = served_by(victim)
+        killed_at = time.monotonic()
+        loop.resume()
+
+        assert wait_until(lambda: loop.count_since(killed_at) >= 400, timeout=30)
+        assert loop.failures() == []
+        text = gw.metrics()
+        assert metric(text, "switchyard_gateway_ejections_total", server=victim.name) == 1
+        assert metric(text, REQUESTS, server=victim.name) == before
+        assert metric(text, REQUESTS, code_class="5xx") == 0
+
+        # Back up with its model: the probe re-admits it and it takes traffic again.
+        loop.pause()
+        victim.start()
+        load_model([victim], name, [1])
+        loop.resume()
+        assert wait_until(lambda: served_by(victim) > before + 20, timeout=20)
+        assert loop.failures() == []
+    finally:
+        loop.stop()
+        gw.stop()
+        unload_model([survivor], name)
+    assert loop.failures() == []
+    assert len(loop.results) > 500
