@@ -268,14 +268,9 @@ def _duplicate(team: Team, name: str) -> Conflict:
 
 
 def _publish() -> None:
-    """Ask for a new routing table. ``publication`` is the gateway work's module; until it lands,
-    there is nothing to publish to."""
-    try:
-        from controlplane.endpoints.publication import request_publish
-    except ModuleNotFoundError as exc:
-        if exc.name != "controlplane.endpoints.publication":
-            raise
-        return
+    """Ask for a new routing table; it is built once, after the change commits."""
+    from controlplane.endpoints.publication import request_publish  # publication builds from these models
+
     request_publish()
 
 
@@ -293,11 +288,11 @@ def endpoint_create(*, actor: Actor, team: Team, name: str, model: Model, kind: 
         with transaction.atomic():
             _write(endpoint, plan)
             audit_record(actor=actor, action="endpoint.create", obj=endpoint, team=team, after=plan.snapshot(team, model))
+            _publish()
     except IntegrityError:
         if Endpoint.objects.filter(team=team, name=plan.name).exists():  # created meanwhile
             raise _duplicate(team, plan.name) from None
         raise
-    _publish()
     return endpoint
 
 
@@ -330,12 +325,12 @@ def endpoint_update(*, actor: Actor, endpoint: Endpoint, **changes) -> bool:
                 raise _duplicate(team, plan.name)
             _write(locked, plan)
             audit_record(actor=actor, action="endpoint.update", obj=locked, team=team, before=before, after=after)
+            _publish()
     except IntegrityError:
         if Endpoint.objects.filter(team=team, name=changes.get("name")).exclude(pk=endpoint.pk).exists():
             raise _duplicate(team, changes["name"]) from None
         raise
     endpoint.refresh_from_db()
-    _publish()
     return True
 
 
@@ -363,4 +358,4 @@ def endpoint_delete(*, actor: Actor, endpoint: Endpoint) -> None:
         before = _stored_snapshot(locked, _spec_of(locked))
         audit_record(actor=actor, action="endpoint.delete", obj=locked, team=team, before=before)
         locked.delete()
-    _publish()
+        _publish()

@@ -349,3 +349,15 @@ def test_statuses_of_many_endpoints_cost_the_same_queries_as_of_one(as_deployer,
                                  label="latest" if i % 2 else "stable")
         place_ready(other, [1], servers[i:i + 1])
     assert count() == few == 3
+
+
+def test_a_committed_change_publishes_a_routing_table_with_the_endpoint(django_capture_on_commit_callbacks, as_deployer, team,
+                                                                         model, versions):
+    from controlplane.endpoints.models import RoutingTableState
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        pinned(as_deployer, team, model)
+    assert callbacks, "the publication runs after the commit"
+    state = RoutingTableState.objects.get(pk=1)
+    [published] = [e for e in state.body["endpoints"] if e["name"] == "vision.fraud"]
+    assert [(v["name"], v["version"], v["weight"]) for v in published["variants"]] == [("a", 1, 90), ("b", 2, 10)]
