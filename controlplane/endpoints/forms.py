@@ -24,7 +24,8 @@ class EndpointForm(forms.Form):
     team = forms.CharField(max_length=63, widget=forms.Select)
     model = forms.IntegerField(min_value=1, widget=forms.Select)
     name = forms.CharField(max_length=63, help_text="Lowercase letters, digits and '-'; clients call <team>.<name>.")
-    kind = forms.ChoiceField(choices=EndpointKind.choices, initial=EndpointKind.PINNED, widget=forms.RadioSelect)
+    kind = forms.ChoiceField(choices=EndpointKind.choices, initial=EndpointKind.PINNED,
+                             help_text="Pinned: the variant rows below. Label-bound: the version its label points at.")
     label = forms.CharField(max_length=31, required=False, help_text="For a label-bound endpoint, such as stable.")
     access = forms.ChoiceField(choices=Access.choices, initial=Access.TOKEN)
     sticky_header = forms.CharField(max_length=64, required=False, label="Sticky header",
@@ -52,9 +53,15 @@ class EndpointForm(forms.Form):
             self.fields["model"].widget.choices = [(m.pk, str(m)) for m in models]
         self.row_count = min(services.MAX_VARIANTS, len(existing) + BLANK_ROWS)
         for i in range(self.row_count):
-            self.fields[f"variant-{i}-name"] = forms.CharField(max_length=63, required=False, label=f"Variant {i + 1} name")
-            self.fields[f"variant-{i}-version"] = forms.IntegerField(min_value=1, required=False, label=f"Variant {i + 1} version")
-            self.fields[f"variant-{i}-weight"] = forms.IntegerField(min_value=0, required=False, label=f"Variant {i + 1} weight")
+            # Named by aria-label: the table's column heads are their visible labels.
+            def named(what, i=i):
+                return {"aria-label": f"Variant {i + 1} {what}"}
+            self.fields[f"variant-{i}-name"] = forms.CharField(
+                max_length=63, required=False, widget=forms.TextInput(attrs=named("name")))
+            self.fields[f"variant-{i}-version"] = forms.IntegerField(
+                min_value=1, required=False, widget=forms.NumberInput(attrs=named("version")))
+            self.fields[f"variant-{i}-weight"] = forms.IntegerField(
+                min_value=0, required=False, widget=forms.NumberInput(attrs=named("weight")))
         self.rows_used: list[int] = []  # form row of each variant passed to the service, in order
 
     @staticmethod
