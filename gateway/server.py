@@ -75,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between liveness probes of an ejected server (default 0.5)")
     p.add_argument("--shadow-limit", type=int, default=DEFAULT_SHADOW_LIMIT,
                    help="shadow copies in flight per worker before copies are dropped (default 64)")
+    p.add_argument("--startup-wait", type=float, default=5.0,
+                   help="seconds to wait for a first table from the control plane before listening (default 5)")
     p.add_argument("--grace", type=float, default=5.0, help="seconds in-flight requests get at shutdown")
     p.add_argument("--log-level", default=env("SWITCHYARD_GATEWAY_LOG_LEVEL", "INFO"))
     return p
@@ -241,6 +243,11 @@ async def _serve(args, index: int, run_dir: str | None, *, announce: bool, ready
                  collect_metrics=(lambda: _collect(run_dir, index, workers)) if run_dir else None)
     await source.start()
     upstreams.start()
+    # Give the first poll or push a moment, so that a fresh replica rarely answers 503; it listens
+    # (live, not ready) either way, and serves the table as soon as one arrives.
+    deadline = loop.time() + args.startup_wait
+    while not source.has_table and loop.time() < deadline:
+        await asyncio.sleep(0.02)
 
     sock = listen_socket(args.host, args.port)
     server = await loop.create_server(lambda: ClientConnection(gw), sock=sock)
