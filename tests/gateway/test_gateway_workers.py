@@ -1,0 +1,80 @@
+"""`--workers 2`: both workers serve one port (SO_REUSEPORT), each reports in as its own replica,
+/metrics on either one sums both, a killed worker is started again, and SIGTERM stops them all."""
+import http.client
+import os
+import signal
+
+import pytest
+
+from tests.gateway.gateway_support import (
+    INFER_BODY,
+    TableServer,
+    endpoint,
+    load_model,
+    metric,
+    server_entry,
+    start_gateway,
+    table,
+    unique,
+    unload_model,
+    upload_versions,
+    variant,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+REQUESTS = "switchyard_gateway_requests_total"
+
+
+def fresh_connection_infer(port: int) -> int:
+    # A new connection each time, so the kernel picks a worker each time.
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        conn.request("POST", "/v2/models/team.work/infer", body=INFER_BODY, headers={"Connection": "close"})
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+def test_gateway_two_workers_share_the_port_and_sum_their_metrics(triton_fleet, s3_client, tmp_path):
+    name = unique("gww")
+    upload_versions(s3_client, name, {1: {}})
+    load_model([triton_fleet[0]], name, [1])
+    server = TableServer(table(1, [server_entry(1, triton_fleet[0])],
+                               [endpoint("team.work", [variant("stable", 1, 100, name, [1])])]))
+    gw = start_gateway(tmp_path, control_plane=server.url, workers=2, extra=["--replica-id", "gw-test"])
+    try:
+        statuses = [fresh_connection_infer(gw.port) for _ in range(200)]
+        assert statuses == [200] * 200
+
+        # Each worker reports in as its own replica, with what it served.
+        def served_by_worker():
+            reports = {rid: r for rid, r in server.reports.items() if rid.startswith("gw-test/")}
+            return {rid: r["stats"]["requests"] for rid, r in reports.items()}
+
+        assert wait_until(lambda: set(served_by_worker()) == {"gw-test/w0", "gw-test/w1"}
+                          and sum(served_by_worker().values()) == 200, timeout=10), server.reports
+        assert all(n > 0 for n in served_by_worker().values()), served_by_worker()
+
+        # Whichever worker answers the scrape, it counts both workers' requests.
+        for _ in range(6):
+            text = gw.metrics()
+            assert metric(text, REQUESTS, endpoint="team.work", code_class="2xx") == 200
+            assert metric(text, "switchyard_gateway_workers") == 2
+            assert metric(text, "switchyard_gateway_request_duration_seconds_count", endpoint="team.work") == 200
+            assert metric(text, "switchyard_gateway_table_version") == 1
+
+        # A worker that dies is started again, and the port keeps answering meanwhile.
+        victim = server.reports["gw-test/w1"]["stats"]["pid"]
+        os.kill(victim, signal.SIGKILL)
+        assert wait_until(lambda: server.reports["gw-test/w1"]["stats"]["pid"] != victim, timeout=15)
+        assert [fresh_connection_infer(gw.port) for _ in range(20)] == [200] * 20
+        assert wait_until(lambda: metric(gw.metrics(), "switchyard_gateway_workers") == 2, timeout=10)
+    finally:
+        code = gw.stop()
+        server.stop()
+        unload_model([triton_fleet[0]], name)
+    assert code == 0  # SIGTERM: every worker stopped gracefully
