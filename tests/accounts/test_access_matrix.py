@@ -18,6 +18,7 @@ from controlplane.accounts.models import ApiToken, Membership, Role, Team
 from controlplane.accounts.services import token_create
 from controlplane.audit.context import Actor
 from controlplane.audit.models import AuditEvent
+from controlplane.endpoints.services import VariantSpec, endpoint_create
 from controlplane.fleet.models import Pool, Server
 from controlplane.placements.models import TargetState
 from controlplane.placements.services import placement_create
@@ -127,6 +128,20 @@ ACTIONS = [
            lambda w, t: {"drain": "on"}, "platform", ui=True),
     Action("api: request full audit verification", "post", lambda w, t: "/api/v1/audit/verify/full/", None, "platform"),
     Action("ui: request full audit verification", "post", lambda w, t: "/audit/verify-full/", None, "platform", ui=True),
+    Action("api: create endpoint", "post", lambda w, t: "/api/v1/endpoints/",
+           lambda w, t: {"team": t, "name": "new-ep", "model": w["models"][t].pk, "kind": "pinned",
+                         "variants": [{"name": "a", "version": 2, "weight": 1}]}, "deployer"),
+    Action("api: update endpoint", "patch", lambda w, t: f"/api/v1/endpoints/{w['endpoints'][t].pk}/",
+           lambda w, t: {"access": "open", "variants": [{"name": "a", "version": 1, "weight": 1}, {"name": "b", "version": 2, "weight": 1}]},
+           "deployer"),
+    Action("api: delete endpoint", "delete", lambda w, t: f"/api/v1/endpoints/{w['endpoints'][t].pk}/", None, "deployer"),
+    Action("ui: create endpoint", "post", lambda w, t: "/endpoints/new/",
+           lambda w, t: {"team": t, "model": str(w["models"][t].pk), "name": "new-ep", "kind": "pinned", "access": "token",
+                         "variant-0-name": "a", "variant-0-version": "2", "variant-0-weight": "1"}, "deployer", ui=True),
+    Action("ui: edit endpoint", "post", lambda w, t: f"/endpoints/{w['endpoints'][t].pk}/edit/",
+           lambda w, t: {"name": "ep", "kind": "pinned", "access": "open",
+                         "variant-0-name": "a", "variant-0-version": "1", "variant-0-weight": "3"}, "deployer", ui=True),
+    Action("ui: delete endpoint", "post", lambda w, t: f"/endpoints/{w['endpoints'][t].pk}/delete/", None, "deployer", ui=True),
 ]
 # Who acts: (name, role in vision or None, platform admin?, via a read-only token?)
 ACTORS = [
@@ -199,11 +214,16 @@ def world(db, s3):
         serving_config_save(actor=system, model=model, spec={"dynamic_batching": {}}, reason="batch")
         placements[slug], _ = placement_create(actor=system, model=model, versions=[1], servers=[placed_on])
         placements[slug].targets.update(state=TargetState.FAILED, error="load failed")  # so retry has work
+    endpoints = {
+        slug: endpoint_create(actor=system, team=teams[slug], model=model, name="ep", kind="pinned",
+                              variants=[VariantSpec("a", 1, 1)])
+        for slug, model in models.items()
+    }
     for user in people.values():  # everyone has a personal token to revoke
         token_create(actor=system, user=user, name="old", scopes=["read"], expires_at=soon)
     read_token = token_create(actor=system, user=people["admin-vision"], name="ro", scopes=["read"], expires_at=soon)[1]
     return {"teams": teams, "people": people, "models": models, "tokens": tokens, "server": server,
-            "placed_on": placed_on, "placements": placements, "read_token": read_token}
+            "placed_on": placed_on, "placements": placements, "read_token": read_token, "endpoints": endpoints}
 
 
 def acting_user(world, actor):
@@ -231,7 +251,7 @@ def client_for(world, actor) -> APIClient:
     return client
 
 
-TEAM_IN_A_FORM_FIELD = {"ui: issue team token", "ui: register model"}
+TEAM_IN_A_FORM_FIELD = {"ui: issue team token", "ui: register model", "ui: create endpoint"}
 
 
 def ui_refusal_status(action: Action, actor: tuple, target: str) -> int:
