@@ -26,7 +26,7 @@ from controlplane.endpoints.models import RoutingTableState
 from controlplane.endpoints.publication import STATE_PK, publish_if_changed, table_json
 from controlplane.endpoints.replicas import replica_report
 
-REPLICA_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+REPLICA_ID_RE = re.compile(r"^[A-Za-z0-9._:/-]{1,128}$")  # "/": one worker of a replica, e.g. host:8080/w1
 MAX_STATS_BYTES = 4096
 MAX_REPORT_BYTES = 16384
 REPORT_KEYS = {"replica_id", "address", "table_version", "started_at", "stats"}
@@ -86,7 +86,7 @@ def _check_report(data) -> tuple[dict, dict[str, str]]:
     replica_id, address = data.get("replica_id"), data.get("address")
     version, started, stats = data.get("table_version"), data.get("started_at"), data.get("stats")
     if "replica_id" in data and not (isinstance(replica_id, str) and REPLICA_ID_RE.match(replica_id)):
-        errors["replica_id"] = "A string of 1-128 letters, digits, '.', '_', ':' or '-'."
+        errors["replica_id"] = "A string of 1-128 letters, digits, '.', '_', ':', '/' or '-'."
     if "address" in data and not (isinstance(address, str) and len(address) <= 255 and "\x00" not in address):
         errors["address"] = "A string of at most 255 characters (no NUL)."
     if "table_version" in data and not (isinstance(version, int) and not isinstance(version, bool)
