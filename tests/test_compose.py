@@ -68,3 +68,24 @@ def test_tritons_use_the_app_bucket_with_explicit_control_and_gpus():
 def test_dockerfile_installs_the_project():
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "pip install" in dockerfile and "collectstatic" in dockerfile
+
+
+def test_gateway_service_runs_the_real_gateway_against_web():
+    """The gateway's command is the `switchyard` script's; its flags are ones gateway.server
+    accepts, its key is the one web checks, and web accepts the Host it calls with."""
+    import tomllib
+
+    from gateway.server import build_parser
+
+    service = SERVICES["gateway"]
+    command = service["command"]
+    scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert command[:2] == ["switchyard", "gateway"] and scripts["switchyard"] == "cli.main:main"
+    args = build_parser().parse_args(command[2:])
+    assert args.control_plane == "http://web:8000" and args.workers >= 1
+    assert service["environment"]["SWITCHYARD_GATEWAY_KEY"] == SERVICES["web"]["environment"]["SWITCHYARD_GATEWAY_KEY"]
+    assert service["environment"]["REDIS_URL"] == SERVICES["web"]["environment"]["REDIS_URL"]
+    assert SERVICES["web"]["environment"]["SWITCHYARD_ALLOWED_HOSTS"].endswith(",web")
+    assert "v2/health/ready" in " ".join(service["healthcheck"]["test"])
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "COPY gateway ./gateway" in dockerfile and "COPY cli ./cli" in dockerfile

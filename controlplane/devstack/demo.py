@@ -1,12 +1,14 @@
 """`make demo`: Switchyard on embedded defaults, from a fresh state each run.
 
 Starts moto's S3 server, three real tritonservers on it, a Celery worker and beat (on a
-filesystem broker unless REDIS_URL is set), and the web server on SQLite; seeds a demo team,
-models, versions and servers; prints the URL and the login; stops everything on Ctrl-C.
+filesystem broker unless REDIS_URL is set), the web server on SQLite and the inference gateway;
+seeds a demo team, models, versions, servers and an endpoint; prints the URLs and the login;
+stops everything on Ctrl-C.
 """
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -59,6 +61,8 @@ def main() -> int:
             "SWITCHYARD_S3_BUCKET": BUCKET,
             "SWITCHYARD_S3_PREFIX": PREFIX,
             "SWITCHYARD_PROBE_INTERVAL_SECONDS": env.get("SWITCHYARD_PROBE_INTERVAL_SECONDS", "10"),
+            # Shared by web and the gateway for the routing table; new each run, like the data.
+            "SWITCHYARD_GATEWAY_KEY": secrets.token_urlsafe(32),
             "DJANGO_SETTINGS_MODULE": "controlplane.settings",
         }
     )
@@ -89,10 +93,27 @@ def main() -> int:
         devstack.stop_all()
         return 1
 
+    gateway_port = int(os.environ.get("SWITCHYARD_DEMO_GATEWAY_PORT", "8080"))
+    if not devstack.port_is_free(gateway_port):
+        gateway_port = devstack.free_ports(1)[0]
+    say("starting the inference gateway")
+    gateway = devstack.spawn(
+        [python, "-m", "gateway", "--host", "127.0.0.1", "--port", str(gateway_port), "--workers", "1",
+         "--control-plane", url.rstrip("/"), "--replica-id", "demo"],
+        log_path=logs / "gateway.log", env=env, cwd=ROOT,
+    )
+    gateway_url = f"http://127.0.0.1:{gateway_port}"
+    if not devstack.wait_until(lambda: _answers(f"{gateway_url}/v2/health/ready") or devstack.has_exited(gateway), timeout=30) \
+            or devstack.has_exited(gateway):
+        print(devstack.log_tail(logs / "gateway.log"), file=sys.stderr)
+        devstack.stop_all()
+        return 1
+
     print(
         f"\nSwitchyard is running at {url}  (ready in {time.monotonic() - started:.1f} s)\n"
         f"  login:     {USERNAME} / {PASSWORD}\n"
         f"  API docs:  {url}api/docs/\n"
+        f"  gateway:   {gateway_url}  (Triton HTTP/REST v2; endpoint vision.fraud-scorer follows label stable)\n"
         f"  S3:        {s3.endpoint_url} bucket {BUCKET}\n"
         + "".join(f"  {t.name}: {t.http_url}\n" for t in tritons)
         + f"  logs:      {logs}\n"

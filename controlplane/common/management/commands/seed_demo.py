@@ -1,10 +1,13 @@
-"""Seed the demo: a platform admin, two teams, models with versions in S3, a pool and servers."""
+"""Seed the demo: a platform admin, two teams, models with versions in S3, a pool, servers and an
+endpoint that the demo's gateway serves."""
 from django.core.management.base import BaseCommand
 
 from controlplane.accounts.models import Role
 from controlplane.accounts.services import membership_set, team_create, user_create
 from controlplane.audit.context import Actor
 from controlplane.devstack.testmodels import TEST_MODEL_INPUTS, TEST_MODEL_OUTPUTS, python_model_files
+from controlplane.endpoints.models import Access, EndpointKind
+from controlplane.endpoints.services import endpoint_create
 from controlplane.fleet.services import fleet_probe, pool_create, server_register
 from controlplane.placements.services import placement_apply, placement_create
 from controlplane.quotas.services import quota_set
@@ -62,5 +65,9 @@ class Command(BaseCommand):
             placement, _ = placement_create(actor=actor, model=fraud, versions=[2], config=config,
                                             servers=registered[:2])
             placement_apply(placement_id=placement.pk, actor=system)
+        # What clients call through the gateway: open, so the README's one-liner needs no token.
+        endpoint_create(actor=actor, team=vision, name="fraud-scorer", model=fraud, kind=EndpointKind.LABEL,
+                        label="stable", access=Access.OPEN, sticky_header="X-User-Id",
+                        description="Demo: follows the stable label; open to the local network.")
         counts = fleet_probe(actor=system)
-        self.stdout.write(f"seeded 2 teams, 3 models, 5 versions, 1 placement; fleet: {counts}")
+        self.stdout.write(f"seeded 2 teams, 3 models, 5 versions, 1 placement, 1 endpoint; fleet: {counts}")
