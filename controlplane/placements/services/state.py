@@ -57,7 +57,8 @@ def claim(target: PlacementTarget, *, to: str, actor: Actor, action: str, reason
             return None
         audit_record(actor=actor, action=action, obj=target, team=target.model.team,
                      before={"state": target.state}, after={"state": to}, reason=reason)
-        request_publish()  # a READY target leaving READY leaves the routing table
+        if target.state == TargetState.READY:
+            request_publish()  # a READY target leaving READY leaves the routing table
     placement = target.placement
     return Claim(
         target_id=target.pk, attempt=target.attempt + 1, url=target.server.http_url, server_name=target.server_name,
@@ -82,7 +83,8 @@ def retire(actor: Actor, target: PlacementTarget, *, reason: str, team, action: 
         quota_release(actor=actor, reservation=target.reservation, reason=reason)
     audit_record(actor=actor, action=action, obj=target, team=team, before={"state": target.state},
                  after={"state": TargetState.REMOVED}, reason=reason)
-    request_publish()  # the routing table lists READY targets only
+    if target.state == TargetState.READY:
+        request_publish()  # the routing table lists READY targets only
     return True
 
 
@@ -108,7 +110,8 @@ def transition(target: PlacementTarget, to: str, actor: Actor, *, error: str, re
             after = {"state": to} | ({"error": error} if error else {})
             audit_record(actor=actor, action=f"placement.target.{to}", obj=target, team=target.model.team,
                          before={"state": target.state}, after=after, reason=reason)
-            request_publish()  # adopted READY, or no longer READY
+            if TargetState.READY in (target.state, to):
+                request_publish()  # adopted READY, or no longer READY
     return bool(changed)
 
 
@@ -135,7 +138,8 @@ def record_load(claim: Claim, outcome: Outcome, actor: Actor) -> str | None:
             after["error"] = outcome.error
         audit_record(actor=actor, action=f"placement.target.{outcome.state}", obj=target, team=target.model.team,
                      before={"state": TargetState.LOADING}, after=after, reason=claim.reason)
-        request_publish()  # a READY target joins its variants in the routing table
+        if outcome.state == TargetState.READY:
+            request_publish()  # a READY target joins its variants in the routing table
     return outcome.state
 
 
