@@ -16,9 +16,20 @@ from django.utils import timezone
 
 from controlplane.accounts.selectors import visible_teams
 from controlplane.audit.models import AuditEvent
-from controlplane.endpoints.models import Endpoint, EndpointKind, EndpointVariant, GatewayReplica, RoutingTableState
+from controlplane.endpoints.models import (
+    Endpoint,
+    EndpointKind,
+    EndpointVariant,
+    GatewayReplica,
+    RoutingTableState,
+)
 from controlplane.placements.models import PlacementTarget, TargetState
-from controlplane.registry.models import Model, ModelVersion, VersionLabel, VersionStatus
+from controlplane.registry.models import (
+    Model,
+    ModelVersion,
+    VersionLabel,
+    VersionStatus,
+)
 
 SERVING = "serving"
 NO_READY_SERVER = "no ready server"

@@ -21,8 +21,20 @@ from controlplane.audit.context import Actor
 from controlplane.audit.services import audit_record
 from controlplane.common.errors import Conflict
 from controlplane.common.validators import validate_dns_name
-from controlplane.endpoints.models import MAX_WEIGHT, Access, Endpoint, EndpointKind, EndpointVariant
-from controlplane.registry.models import LABEL_NAME_RE, Model, ModelVersion, VersionLabel, VersionStatus
+from controlplane.endpoints.models import (
+    MAX_WEIGHT,
+    Access,
+    Endpoint,
+    EndpointKind,
+    EndpointVariant,
+)
+from controlplane.registry.models import (
+    LABEL_NAME_RE,
+    Model,
+    ModelVersion,
+    VersionLabel,
+    VersionStatus,
+)
 from gateway.table import COOKIE_RE, HEADER_RE, VARIANT_RE
 
 MAX_VARIANTS = 16
@@ -269,7 +281,9 @@ def _duplicate(team: Team, name: str) -> Conflict:
 
 def _publish() -> None:
     """Ask for a new routing table; it is built once, after the change commits."""
-    from controlplane.endpoints.publication import request_publish  # publication builds from these models
+    from controlplane.endpoints.publication import (
+        request_publish,  # publication builds from these models
+    )
 
     request_publish()
 
