@@ -36,6 +36,7 @@ except Exception:  # noqa: BLE001 (not installed as a distribution: a source che
 
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 MAX_PIPELINE = 64  # queued requests per connection before we stop reading from it
+LINGER = 2.0  # seconds a refused connection keeps draining what the client sends
 
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 _STATUS_LINES: dict[int, bytes] = {}
@@ -252,22 +253,31 @@ class ClientConnection(asyncio.Protocol):
 
     # -- answering
     def _too_large(self) -> None:
-        """413 as soon as the size is known to be too big; the connection then closes, since the
-        rest of the body is never read."""
+        """413 as soon as the size is known to be too big. The rest of the body is never
+        buffered: the connection is answered, then closes (see _answer_now)."""
         self.too_large = True
         message = f"request body larger than the gateway's limit of {self.gw.max_body} bytes"
         response = _error(413, message, False)
         if self.busy or self.queue:
             self.queue.append(Request(b"", b"", [], response, False, 0.0))  # answered in its turn
-            self.transport.pause_reading()
         else:
             self._answer_now(response)
 
     def _answer_now(self, response: bytes) -> None:
-        self.too_large = True  # nothing more is read from this connection
-        if not self.closed:
-            self.transport.write(response)
-            self.transport.close()
+        """Answer and close. Like nginx's lingering close, the write side shuts first and what the
+        client still sends is read and dropped for up to LINGER seconds: closing a socket with
+        unread data resets it, and the client, busy sending its body, would never see the answer."""
+        self.too_large = True  # from now on data_received drops everything
+        if self.closed:
+            return
+        transport = self.transport
+        transport.write(response)
+        if transport.can_write_eof():
+            transport.write_eof()
+            transport.resume_reading()
+            self.gw.loop.call_later(LINGER, transport.close)
+        else:
+            transport.close()
 
     def _dispatch(self, request: Request) -> None:
         """Answer requests in order until one needs the network; that one continues in a task."""
