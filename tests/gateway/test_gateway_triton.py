@@ -240,3 +240,66 @@ def test_gateway_bad_input(gateway, model, triton_fleet, tmp_path):
         assert c.infer("team.single")[0] == 503
     finally:
         empty.stop()
+
+
+def read_responses(sock, count, timeout=10.0):
+    """`count` HTTP responses off a raw socket, as (status, headers, body), in arrival order."""
+    import httptools
+
+    done = []
+
+    class Collector:
+        def on_message_begin(self):
+            self.headers, self.body = {}, b""
+
+        def on_header(self, name, value):
+            self.headers[name.decode().lower()] = value.decode()
+
+        def on_body(self, body):
+            self.body += body
+
+        def on_message_complete(self):
+            done.append((parser.get_status_code(), self.headers, self.body))
+
+    parser = httptools.HttpResponseParser(Collector())
+    sock.settimeout(timeout)
+    while len(done) < count:
+        data = sock.recv(65536)
+        if not data:
+            break
+        parser.feed_data(data)
+    return done
+
+
+def test_gateway_http_pipelining_chunked_bodies_and_an_early_413(gateway):
+    import socket
+
+    host, port = gateway.url.removeprefix("http://").split(":")
+    body = b'{"inputs":[{"name":"INPUT0","datatype":"FP32","shape":[1,4],"data":[1,2,3,4]}]}'
+    infer = b"POST /v2/models/team.echo/versions/%s/infer HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n%s"
+    chunked = (b"POST /v2/models/team.single/infer HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"%x\r\n%s\r\n%x\r\n%s\r\n0\r\n\r\n" % (10, body[:10], len(body) - 10, body[10:]))
+    with socket.create_connection((host, int(port))) as sock:
+        # Five requests in one write, proxied and local ones mixed: answered in order.
+        sock.sendall(infer % (b"2", len(body), body) + b"GET /v2/health/live HTTP/1.1\r\nHost: gw\r\n\r\n"
+                     + chunked + b"GET /v2/nothing HTTP/1.1\r\nHost: gw\r\n\r\n" + infer % (b"1", len(body), body))
+        responses = read_responses(sock, 5)
+    assert [s for s, _, _ in responses] == [200, 200, 200, 404, 200]
+    assert json.loads(responses[0][2])["model_version"] == "2"
+    assert json.loads(responses[2][2])["outputs"][0]["data"] == [2.0, 4.0, 6.0, 8.0]
+    assert json.loads(responses[4][2])["model_version"] == "1"
+
+    # A declared length past the limit is refused from the headers alone, before any body byte.
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(b"POST /v2/models/team.single/infer HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n"
+                     % (10 * MAX_BODY))
+        [(status, headers, answer)] = read_responses(sock, 1)
+    assert status == 413 and headers["connection"] == "close" and "error" in json.loads(answer)
+    # A chunked body is cut off as soon as it passes the limit.
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(b"POST /v2/models/team.single/infer HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n")
+        chunk = b"%x\r\n%s\r\n" % (256 * 1024, b" " * 256 * 1024)
+        for _ in range(5):
+            sock.sendall(chunk)
+        [(status, _, _)] = read_responses(sock, 1)
+    assert status == 413
