@@ -59,8 +59,10 @@ SwapCallback = Callable[[RoutingTable, RoutingTable], Any]  # (old, new)
 class TableSource:
     """Holds `current` (the table to serve) and how its sources are doing.
 
-    `source_ok` is True while the latest attempt of some source succeeded (a poll answered 200 or
-    304, Redis is subscribed, or the file loaded); `last_error` keeps the most recent failure.
+    `source_ok` is True while some source works (a poll answered 200 or 304, Redis is subscribed,
+    or the file loaded) and the newest table offered was not refused: a control plane that moved to
+    a table format this replica does not read leaves it serving an old table, and that must show.
+    `last_error` keeps the most recent failure.
     `on_swap` callbacks run synchronously, in the event loop, after each swap, with (old, new).
     """
 
@@ -110,6 +112,7 @@ class TableSource:
         self._report_now = asyncio.Event()
         self._was_failing: dict[str, bool] = {}
         self._lower: tuple[int, int] | None = None  # (lower version the poll answered, times in a row)
+        self._refusing = False  # the newest table offered broke the contract
 
     @property
     def has_table(self) -> bool:
@@ -138,7 +141,10 @@ class TableSource:
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            _, stuck = await asyncio.wait(tasks, timeout=3.0)
+            for task in stuck:
+                log.warning("table source task %s did not stop within 3 s", task.get_name())
 
     # -- swapping --------------------------------------------------------------------------------
 
@@ -151,8 +157,12 @@ class TableSource:
         try:
             table = parse_table(data)
         except TableError as e:
+            self._refusing = True
             self._fail(source, f"refused a table from {source}: {e}")
             return "refused"
+        if self._refusing:
+            self._refusing = False
+            self.source_ok = True  # a valid table just came from a working source
         old = self.current
         if old is not EMPTY and table.version <= old.version:
             if not (allow_lower and table.version < old.version):
@@ -181,13 +191,13 @@ class TableSource:
         if self._etag and self.has_table:
             headers["If-None-Match"] = self._etag
         try:
-            status, response_headers, body = await asyncio.wait_for(
-                http_request("GET", self.control_plane + TABLE_PATH, headers), HTTP_TIMEOUT
-            )
+            async with asyncio.timeout(HTTP_TIMEOUT):
+                status, response_headers, body = await http_request("GET", self.control_plane + TABLE_PATH, headers)
         except (OSError, asyncio.TimeoutError, HttpError) as e:
             self._fail("http", f"table poll failed: {type(e).__name__}: {e}")
             return
         if status == 304:
+            self._refusing = False  # the control plane still has the table served
             self._ok("http")
             return
         if status != 200:
@@ -225,36 +235,44 @@ class TableSource:
             if interval is None:
                 fast = not self.redis_ok or self._lower is not None
                 interval = POLL_INTERVAL if fast else POLL_INTERVAL_WITH_REDIS
-            try:
-                await asyncio.wait_for(self._poll_now.wait(), interval)
-            except asyncio.TimeoutError:
-                pass
+            await _wait(self._poll_now, interval)
             self._poll_now.clear()
 
     # -- Redis push ------------------------------------------------------------------------------
 
     async def _redis_loop(self) -> None:
         import redis.asyncio as aioredis  # only a replica configured for Redis needs it
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
         backoff = 0.5
         while True:
-            client = aioredis.from_url(self.redis_url, socket_connect_timeout=HTTP_TIMEOUT, health_check_interval=15)
+            # No retries inside redis-py: its pub/sub reconnect resubscribes silently, and whatever
+            # was published in the gap would be lost. Every reconnect goes through this loop, which
+            # reads the key again after subscribing.
+            client = aioredis.from_url(self.redis_url, socket_connect_timeout=HTTP_TIMEOUT, health_check_interval=15,
+                                       retry=Retry(NoBackoff(), 0))
             pubsub = client.pubsub(ignore_subscribe_messages=True)
             try:
-                await pubsub.subscribe(self.channel)
+                await _own_task(pubsub.subscribe(self.channel))
                 # Subscribed first, then read the key: whatever was published in between is seen twice,
                 # which is harmless (an old version is ignored), rather than not at all.
-                stored = await client.get(self.redis_key)
+                stored = await _own_task(client.get(self.redis_key))
                 if stored is not None:
                     self._on_push(stored)
                 self.redis_ok = True
                 self._ok("redis")
                 backoff = 0.5
+                quiet_since = time.monotonic()
                 while True:
-                    message = await pubsub.get_message(timeout=30.0)
+                    message = await _own_task(pubsub.get_message(timeout=5.0))
                     if message is None:
-                        await client.ping()  # a silent channel: make sure the connection is alive
-                    elif message.get("type") == "message":
+                        if time.monotonic() - quiet_since > 30.0:
+                            await _own_task(client.ping())  # a silent channel: is the connection alive?
+                            quiet_since = time.monotonic()
+                        continue
+                    quiet_since = time.monotonic()
+                    if message.get("type") == "message":
                         self._on_push(message["data"])
             except asyncio.CancelledError:
                 raise
@@ -264,11 +282,13 @@ class TableSource:
                 self._poll_now.set()  # fall back to polling at once
             finally:
                 self.redis_ok = False
-                try:
-                    await pubsub.aclose()
-                    await client.aclose()
-                except Exception:
-                    pass
+                # Bounded: closing may wait on a socket that is gone, and must never stall stop().
+                for closable in (pubsub, client):
+                    try:
+                        async with asyncio.timeout(1.0):
+                            await closable.aclose()
+                    except Exception:
+                        pass
             await asyncio.sleep(backoff * (0.5 + random.random()))
             backoff = min(backoff * 2, 10.0)
 
@@ -320,9 +340,8 @@ class TableSource:
             headers["Authorization"] = f"Bearer {self.key}"
         try:
             body = json.dumps(self.report(), allow_nan=False).encode()
-            status, _, answer = await asyncio.wait_for(
-                http_request("POST", self.control_plane + REPORT_PATH, headers, body), HTTP_TIMEOUT
-            )
+            async with asyncio.timeout(HTTP_TIMEOUT):
+                status, _, answer = await http_request("POST", self.control_plane + REPORT_PATH, headers, body)
         except Exception as e:  # including a stats callback that broke: the report must not stop
             self._log_change("report", True, f"replica report failed: {type(e).__name__}: {e}")
             return False
@@ -334,24 +353,22 @@ class TableSource:
         while True:
             self._report_now.clear()
             await self.report_once()
-            try:
-                await asyncio.wait_for(self._report_now.wait(), self.report_interval)
-            except asyncio.TimeoutError:
-                pass
+            await _wait(self._report_now, self.report_interval)
 
     # -- state -----------------------------------------------------------------------------------
 
     def _ok(self, source: str) -> None:
         if source == "http":
             self.http_ok = True
-        self.source_ok = True
         self.last_ok_at = self.clock()
-        self._log_change(source, False, f"table source {source} is back")
+        self.source_ok = not self._refusing
+        if not self._refusing:
+            self._log_change(source, False, f"table source {source} is back")
 
     def _fail(self, source: str, message: str) -> None:
         if source == "http":
             self.http_ok = False
-        self.source_ok = self.http_ok or self.redis_ok
+        self.source_ok = (self.http_ok or self.redis_ok) and not self._refusing
         self.last_error = message
         self._log_change(source, True, message)
 
@@ -365,6 +382,30 @@ class TableSource:
             log.debug("%s", message)
         elif was:
             log.info("%s", message)
+
+
+async def _own_task(coro):
+    """Await a redis-py call in a task of its own. redis-py (8.1) swallows a cancellation that
+    arrives inside subscribe, get or get_message and carries on waiting, so cancelling the
+    listener directly could leave it running; this way the listener is cancelled at once, and
+    the call ends when its connection is closed (or its short timeout passes)."""
+    task = asyncio.ensure_future(coro)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.cancel()
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())  # abandoned: its error is moot
+        raise
+
+
+async def _wait(event: asyncio.Event, timeout: float) -> None:
+    # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+    # arrives as the inner wait finishes, and stop() would then hang on a loop that carries on.
+    try:
+        async with asyncio.timeout(timeout):
+            await event.wait()
+    except TimeoutError:
+        pass
 
 
 def default_replica_id() -> str:

@@ -567,3 +567,73 @@ def test_redis_reconnects_and_catches_up(plane, redis_names):
             await proxy.cut()
 
     run(go())
+
+
+def test_a_redis_blip_still_catches_up(plane, redis_names):
+    """A connection that drops and comes straight back must still re-read the key: redis-py's own
+    pub/sub reconnect would resubscribe silently and lose what was published in the gap."""
+    from urllib.parse import urlsplit
+
+    client, names = redis_names
+    target = urlsplit(REDIS_URL)
+    plane.status = 500  # only Redis works
+
+    async def go():
+        proxy = RedisProxy(target.hostname, target.port or 6379)
+        await proxy.start()
+        src = source(plane, redis_url=f"redis://127.0.0.1:{proxy.port}{target.path or '/13'}", report_interval=30,
+                     **names)
+        client.set(names["redis_key"], json.dumps(table(1)))
+        await src.start()
+        try:
+            await eventually(lambda: src.current.version == 1 and src.redis_ok)
+            await proxy.cut()
+            client.set(names["redis_key"], json.dumps(table(2)))
+            client.publish(names["channel"], json.dumps(table(2)))
+            await proxy.start()
+            await eventually(lambda: src.current.version == 2, timeout=10)
+        finally:
+            await src.stop()
+            await proxy.cut()
+
+    run(go())
+
+
+def test_a_refused_table_shows_even_while_redis_works(plane):
+    """A control plane on a newer table format: the replica keeps its table, and says it is stale."""
+    src = source(plane)
+    src.redis_ok = True  # as if subscribed
+
+    async def go():
+        await src.poll_once()
+        assert src.source_ok
+        src.offer(table(2, fmt=2), source="redis")
+        assert not src.source_ok and src.current.version == 1
+        plane.table = table(2, fmt=2)
+        await src.poll_once()
+        assert not src.source_ok
+        plane.table = table(3)
+        await src.poll_once()
+        assert src.source_ok and src.current.version == 3
+
+    run(go())
+
+
+def test_stop_is_prompt_whatever_the_loops_are_doing(plane, redis_names):
+    """Stop right after start, mid-request and mid-wait: every loop ends at once (Python 3.11's
+    wait_for could swallow the cancellation and leave a loop running for its full interval)."""
+    _, names = redis_names
+
+    async def go():
+        outer = asyncio.all_tasks()
+        for delay in (0, 0.001, 0.005, 0.02, 0.05, 0.1) * 3:
+            src = source(plane, redis_url=REDIS_URL, poll_interval=0.01, report_interval=0.01, **names)
+            await src.start()
+            await asyncio.sleep(delay)
+            started = time.monotonic()
+            await src.stop()
+            assert time.monotonic() - started < 1.0
+            left = [t for t in asyncio.all_tasks() - outer if not t.done()]
+            assert not left, left
+
+    run(go())
