@@ -120,7 +120,7 @@ class Sample:
     errors: int  # socket errors, timeouts and statuses > 399
     p50_ms: float
     p99_ms: float
-    cpu_s: dict[str, float] = field(default_factory=dict)  # "proxy", "triton", "wrk" -> CPU seconds
+    cpu_s: dict[str, float] = field(default_factory=dict)  # "proxy", "triton", "wrk" -> CPU seconds; "<who>_system": of which system
 
     @property
     def rps(self) -> float:
@@ -211,14 +211,14 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def tree_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process and its live descendants, in seconds."""
-    total = 0
+def tree_cpu_seconds(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process and its live descendants."""
+    user = system = 0
     for p in [pid, *descendants(pid)]:
         stat = _read_stat(p)
         if stat is not None:
-            total += int(stat[11]) + int(stat[12])  # utime, stime (fields 14 and 15)
-    return total / CLK_TCK
+            user, system = user + int(stat[11]), system + int(stat[12])  # utime, stime (fields 14 and 15)
+    return user / CLK_TCK, system / CLK_TCK
 
 
 def rss_kb(pid: int) -> int:
@@ -482,7 +482,10 @@ def measure(wrk: str, target: Target, triton_pid: int, *, connections: int, seco
     cpu_before = {who: tree_cpu_seconds(pid) for who, pid in pids.items()}
     summary, wrk_cpu = run_wrk(wrk, target.url, connections=connections, seconds=seconds,
                                threads=1 if connections == 1 else None)
-    cpu = {who: tree_cpu_seconds(pid) - cpu_before[who] for who, pid in pids.items()}
+    cpu = {}
+    for who, pid in pids.items():
+        user, system = (after - before for after, before in zip(tree_cpu_seconds(pid), cpu_before[who]))
+        cpu[who], cpu[f"{who}_system"] = user + system, system
     cpu["wrk"] = wrk_cpu
     errors = int(sum(summary[k] for k in ("connect", "read", "write", "status", "timeout")))
     return Sample(
@@ -907,8 +910,12 @@ def _final(result: Result) -> dict[str, str]:
         final[f"nginx_over_direct_c{connections}"] = f"{ratio:.2f}x (goal: none; for reference)"
     for who in ("gateway", "nginx"):
         loaded = [s for s in result.samples if s.target == who and s.connections in CONNECTIONS]
-        cpu = sum(s.cpu_s.get("proxy", 0) for s in loaded) / max(1, sum(s.requests for s in loaded)) * 1e6
-        final[f"{who}_cpu_us_per_request"] = f"{cpu:.0f} (goal: none; CPU of all its processes per request, under load)"
+        requests = max(1, sum(s.requests for s in loaded))
+        cpu = sum(s.cpu_s.get("proxy", 0) for s in loaded) / requests * 1e6
+        system = sum(s.cpu_s.get("proxy_system", 0) for s in loaded) / requests * 1e6
+        final[f"{who}_cpu_us_per_request"] = (
+            f"{cpu:.0f} (goal: none; CPU of all its processes per request at {' and '.join(map(str, CONNECTIONS))} "
+            f"connections, {system:.0f} of it in the kernel)")
     errors = sum(s.errors for s in result.samples if s.target == "gateway")
     final["gateway_failed_requests"] = f"{errors} (goal: 0; in the throughput runs)"
     memory = result.memory
@@ -942,7 +949,7 @@ def _report(out, result: Result) -> None:
     print(f"\nGateway throughput, size {result.size}, {result.rounds} round(s), gateway and nginx with {result.workers} workers, "
           f"{os.cpu_count()} cores, model '{MODEL}' (Python backend, no work)", file=out)
     print(f"{'conn':>4} {'target':<8} {'req/s med':>9} {'min-max':>13} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} "
-          f"{'proxy us/req':>12} {'triton us/req':>13} {'wrk us/req':>10}", file=out)
+          f"{'proxy us/req (sys)':>18} {'triton us/req':>13} {'wrk us/req':>10}", file=out)
     for connections in (1, *CONNECTIONS):
         for target in TARGETS:
             rows = result.select(target, connections)
@@ -950,11 +957,23 @@ def _report(out, result: Result) -> None:
                 continue
             rps = [s.rps for s in rows]
             proxy = _median([s.cpu_us_per_request("proxy") for s in rows])
+            system = _median([s.cpu_us_per_request("proxy_system") for s in rows])
+            shown = "-" if proxy != proxy else f"{proxy:.0f} ({system:.0f})"
             print(f"{connections:>4} {target:<8} {_median(rps):9.0f} {_spread(rps):>13} {_median([s.p50_ms for s in rows]):7.2f} "
-                  f"{_median([s.p99_ms for s in rows]):7.2f} {sum(s.errors for s in rows):>6} "
-                  f"{'-' if proxy != proxy else f'{proxy:.0f}':>12} {_median([s.cpu_us_per_request('triton') for s in rows]):13.0f} "
+                  f"{_median([s.p99_ms for s in rows]):7.2f} {sum(s.errors for s in rows):>6} {shown:>18} "
+                  f"{_median([s.cpu_us_per_request('triton') for s in rows]):13.0f} "
                   f"{_median([s.cpu_us_per_request('wrk') for s in rows]):10.0f}", file=out)
-    print("us/req: CPU microseconds per request (utime+stime of the process tree); p50/p99 medians over rounds", file=out)
+    print("req/s min-max over rounds; p50/p99 medians over rounds; us/req: CPU microseconds per request "
+          "(utime+stime of the process tree, sys: of it in the kernel), medians", file=out)
+    if result.memory:
+        m = result.memory
+        trace = ", ".join(f"{n // 1000}k: {kb / 1024:.1f}" for n, kb in m.trace)
+        print(f"gateway worker RSS in MB ({m.workers} workers) after requests: {trace}", file=out)
+    for sw in result.switches:
+        shown = "never" if sw.seconds is None else f"{sw.seconds:.3f} s"
+        told = "never" if sw.reported_s is None else f"{sw.reported_s:.3f} s"
+        print(f"switch {sw.direction} ({sw.mechanism}): responses {shown}, reports {told}, {sw.requests} requests, "
+              f"{sw.failed} failed", file=out)
     for name, value in result.final.items():
         print(f"{name}: {value}", file=out)
     out.flush()
