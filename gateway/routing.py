@@ -158,7 +158,9 @@ def least_outstanding(
 ) -> int | None:
     """The server with the fewest requests in flight (absent counts as 0), skipping `excluded`.
     Ties go to `rand`, not to the first listed: at low load everything ties at 0, and always
-    taking the first would pile every request onto one server."""
+    taking the first would pile every request onto one server. Draw `rand` afresh, not the one
+    that chose the variant: that one is confined to the variant's slice of [0, 1) (a 5% canary
+    only ever sees rand < 0.05), which would send all of the canary's ties to its first server."""
     best: list[int] = []
     fewest = None
     for server_id in server_ids:
