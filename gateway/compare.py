@@ -13,11 +13,13 @@ from __future__ import annotations
 import json
 import math
 import struct
+import zlib
 from typing import Any
 
 import numpy as np
 
 AGREE, DISAGREE, ERROR = "agree", "disagree", "error"
+MAX_DECOMPRESSED = 256 * 1024 * 1024
 
 # Triton datatype -> numpy dtype of its raw (little-endian) bytes.
 _DTYPES = {
@@ -46,7 +48,8 @@ def compare_outputs(
     Outputs agree when both sides have the same names, and for each name the same datatype, the
     same shape and values within numpy.allclose(rtol, atol). NaN equals NaN at the same place
     (the same model would give the same NaN); BOOL and BYTES compare exactly, BYTES as raw bytes.
-    Bodies must already be decompressed (Content-Encoding is the caller's business).
+    A body Triton compressed (the client sent Accept-Encoding: gzip or deflate, and the mirrored
+    request did too) is recognised by its magic bytes and inflated first; JSON never starts so.
     """
     try:
         a = _outputs(a_body, a_header_length)
@@ -89,7 +92,7 @@ def _fits_float64(a: np.ndarray) -> bool:
 def _outputs(body: bytes, header_length: int | None) -> dict[str, tuple[str, tuple[int, ...], Any]]:
     """Decode every output to (datatype, shape, values): a flat numpy array, or for BYTES a list
     of bytes. Raises _Unparsable for an error response or anything malformed."""
-    body = bytes(body)
+    body = _inflate(bytes(body))
     if header_length is None:
         header, rest = body, b""
     else:
@@ -129,6 +132,25 @@ def _outputs(body: bytes, header_length: int | None) -> dict[str, tuple[str, tup
     if offset != len(rest):
         raise _Unparsable("binary data does not match the header's sizes")
     return result
+
+
+def _inflate(body: bytes) -> bytes:
+    # gzip starts 1f 8b; zlib (HTTP's "deflate") starts 78. The header length counts the
+    # uncompressed bytes, as tritonclient reads it (it decompresses the whole body first).
+    if body[:2] == b"\x1f\x8b":
+        wbits = 16 + zlib.MAX_WBITS
+    elif body[:1] == b"\x78":
+        wbits = zlib.MAX_WBITS
+    else:
+        return body
+    inflater = zlib.decompressobj(wbits)
+    try:
+        out = inflater.decompress(body, MAX_DECOMPRESSED)
+    except zlib.error as e:
+        raise _Unparsable(f"bad compressed body: {e}") from e
+    if inflater.unconsumed_tail or not inflater.eof:
+        raise _Unparsable("compressed body too large or truncated")
+    return out
 
 
 def _from_binary(datatype: str, raw: bytes, count: int) -> Any:

@@ -250,3 +250,28 @@ def test_binary_layout_errors():
 def test_both_errors_is_error():
     err = b'{"error": "boom"}'
     assert compare_outputs(err, None, err, None, **TOL) == "error"
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_compressed_bodies_are_inflated(binary):
+    import gzip
+    import zlib
+
+    x = sample("FP32", (3, 4))
+    body, header_length = one("FP32", x, binary=binary)
+    assert compare((gzip.compress(body), header_length), (body, header_length)) == "agree"
+    assert compare((zlib.compress(body), header_length), (gzip.compress(body), header_length)) == "agree"
+    other = one("FP32", x + 1, binary=binary)
+    assert compare((gzip.compress(body), header_length), other) == "disagree"
+    # tritonclient reads the same compressed bytes the same way
+    result = InferResult.from_response_body(gzip.compress(body), header_length=header_length, content_encoding="gzip")
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), x)
+
+
+def test_broken_compressed_bodies_are_errors():
+    import gzip
+
+    body, header_length = GOOD
+    assert compare_outputs(gzip.compress(body)[:-5], header_length, *GOOD, **TOL) == "error"
+    assert compare_outputs(b"\x1f\x8bnot gzip", None, *GOOD, **TOL) == "error"
+    assert compare_outputs(b"x-not-zlib", None, *GOOD, **TOL) == "error"

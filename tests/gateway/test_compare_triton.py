@@ -89,7 +89,7 @@ def triton(tmp_path_factory):
         server.stop()
 
 
-def infer(url, data, *, binary, outputs=None, input_name="INPUT0"):
+def infer(url, data, *, binary, outputs=None, input_name="INPUT0", encoding=None):
     """POST one request; return (body, header length or None) exactly as Triton answered.
     `binary`: True (every output binary), False (JSON; FP16 only binary) or a set of output names."""
     request = {"inputs": [{"name": input_name, "shape": [4], "datatype": "FP32", "data": data}]}
@@ -99,12 +99,15 @@ def infer(url, data, *, binary, outputs=None, input_name="INPUT0"):
         wanted = binary if isinstance(binary, set) else set(OUTPUTS) if binary else {"OUT_FP16"}
         request["outputs"] = [{"name": n, "parameters": {"binary_data": n in wanted}} for n in outputs or OUTPUTS]
     req = urllib.request.Request(f"{url}/v2/models/{MODEL}/infer", data=json.dumps(request).encode(),
-                                 headers={"Content-Type": "application/json"}, method="POST")
+                                 headers={"Content-Type": "application/json",
+                                          **({"Accept-Encoding": encoding} if encoding else {})}, method="POST")
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
-            body, length = resp.read(), resp.headers.get("Inference-Header-Content-Length")
+            body, headers = resp.read(), resp.headers
     except urllib.error.HTTPError as e:
-        body, length = e.read(), e.headers.get("Inference-Header-Content-Length")
+        body, headers = e.read(), e.headers
+    assert headers.get("Content-Encoding") == encoding
+    length = headers.get("Inference-Header-Content-Length")
     return body, None if length is None else int(length)
 
 
@@ -161,3 +164,12 @@ def test_real_error_answer_is_error(triton):
     error = infer(triton, X, binary=False, input_name="NOPE")
     assert b'"error"' in error[0]
     assert compare_outputs(*infer(triton, X, binary=True), *error, **TOL) == "error"
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "deflate"])
+def test_real_compressed_answers_agree(triton, encoding):
+    plain = infer(triton, X, binary=True)
+    packed = infer(triton, X, binary=True, encoding=encoding)
+    assert packed[0] != plain[0]  # Triton really compressed it
+    assert compare_outputs(*packed, *plain, **TOL) == "agree"
+    assert compare_outputs(*packed, *infer(triton, X, binary=False, encoding=encoding), **TOL) == "agree"
