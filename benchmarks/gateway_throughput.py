@@ -902,12 +902,21 @@ def _final(result: Result) -> dict[str, str]:
     added = med("gateway", 1, "p50_ms") - med("direct", 1, "p50_ms")
     final["gateway_added_p50_ms"] = f"{added:.3f} (goal: <= {GOAL_ADDED_P50_MS:g} ms; gateway p50 minus direct p50 at 1 connection, medians)"
     final["nginx_added_p50_ms"] = f"{med('nginx', 1, 'p50_ms') - med('direct', 1, 'p50_ms'):.3f} (goal: none; the same for nginx, for reference)"
+    def rounds(target, reference, connections) -> str:
+        mine = {s.round: s.rps for s in result.select(target, connections)}
+        theirs = {s.round: s.rps for s in result.select(reference, connections)}
+        ratios = [mine[r] / theirs[r] for r in sorted(mine) if theirs.get(r)]
+        return f"{min(ratios):.2f}-{max(ratios):.2f}" if len(ratios) > 1 else "one round"
+
     for connections in CONNECTIONS:
         ratio = med("gateway", connections, "rps") / med("nginx", connections, "rps")
-        final[f"gateway_over_nginx_c{connections}"] = f"{ratio:.2f}x (goal: >= {GOAL_RATIO}x; requests/s at {connections} connections, medians)"
+        final[f"gateway_over_nginx_c{connections}"] = (
+            f"{ratio:.2f}x (goal: >= {GOAL_RATIO}x; requests/s at {connections} connections, medians; "
+            f"per round {rounds('gateway', 'nginx', connections)})")
     for connections in CONNECTIONS:
         ratio = med("nginx", connections, "rps") / med("direct", connections, "rps")
-        final[f"nginx_over_direct_c{connections}"] = f"{ratio:.2f}x (goal: none; for reference)"
+        final[f"nginx_over_direct_c{connections}"] = (
+            f"{ratio:.2f}x (goal: none; for reference; per round {rounds('nginx', 'direct', connections)})")
     for who in ("gateway", "nginx"):
         loaded = [s for s in result.samples if s.target == who and s.connections in CONNECTIONS]
         requests = max(1, sum(s.requests for s in loaded))
