@@ -328,6 +328,11 @@ class ClientConnection(asyncio.Protocol):
             model = parse_model_path(path)
             if model is None:
                 return _error(404, f"unknown path {path}", keep)
+            if request.method not in (b"GET", b"POST"):
+                # Triton's model routes are GET and POST only; a HEAD answer would also leave the
+                # upstream parser waiting for a body that never comes.
+                return _error(405, f"method {request.method.decode()} is not allowed on {path}", keep,
+                              b"Allow: GET, POST\r\n")
             return self._model_request(request, model, path)
         method = request.method
         if path == "/v2/health/live" and method in (b"GET", b"HEAD"):
