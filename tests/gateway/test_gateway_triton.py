@@ -205,6 +205,8 @@ def test_gateway_bad_input(gateway, model, triton_fleet, tmp_path):
     assert "team.missing" in json.loads(body)["error"]
     status, _, body = client.get("/v2/nothing/here")
     assert status == 404 and set(json.loads(body)) == {"error"}
+    status, headers, body = client.request("DELETE", "/v2/models/team.single")
+    assert status == 405 and headers["allow"] == "GET, POST" and set(json.loads(body)) == {"error"}
 
     # A bad body goes to Triton untouched, and Triton's answer comes back unchanged: 400 for an
     # input the model does not have; Triton 2.51 says 500 for a body that is not JSON at all.
