@@ -23,7 +23,7 @@ import httptools
 
 from gateway import metrics as metrics_mod
 from gateway.access import check_access
-from gateway.routing import RouteError, least_outstanding, parse_model_path, select_variant, upstream_path, is_refused_path
+from gateway.routing import RouteError, is_refused_path, least_outstanding, parse_model_path, select_variant, upstream_path
 from gateway.table import Endpoint, RoutingTable
 from gateway.upstream import NotSent, UpstreamFailed, UpstreamTimeout
 
@@ -60,6 +60,9 @@ _REFUSED = (
 )
 
 INTERNAL_SNAPSHOT = "/internal/metrics-snapshot"
+_CACHE_SIZE = 4096
+_MISSING = object()
+_NOT_A_MODEL_ROUTE = object()
 
 
 def _status_line(status: int) -> bytes:
@@ -115,6 +118,8 @@ class Gateway:
         self.closing = False
         self._variant_headers: dict[tuple[str, int], bytes] = {}
         self._sticky_names: dict[str, bytes] = {}
+        self._routes: dict[str, object] = {}
+        self._upstream_paths: dict[tuple[str, int, str], bytes] = {}
 
     # -- metrics
     def snapshot(self) -> dict:
@@ -130,6 +135,29 @@ class Gateway:
         if self.collect_metrics is not None:
             snaps += await self.collect_metrics()
         return metrics_mod.render(metrics_mod.merge(snaps))
+
+    # Clients repeat the same few paths: the parse and the rewrite are cached per worker (bounded;
+    # both are pure functions of their keys).
+    def model_route(self, path: str):
+        """parse_model_path(path), or _NOT_A_MODEL_ROUTE for a refused admin path."""
+        cache = self._routes
+        route = cache.get(path, _MISSING)
+        if route is _MISSING:
+            route = _NOT_A_MODEL_ROUTE if is_refused_path(path) else parse_model_path(path)
+            if len(cache) >= _CACHE_SIZE:
+                cache.clear()
+            cache[path] = route
+        return route
+
+    def upstream_path(self, model: str, version: int, action: str) -> bytes:
+        key = (model, version, action)
+        cache = self._upstream_paths
+        value = cache.get(key)
+        if value is None:
+            if len(cache) >= _CACHE_SIZE:
+                cache.clear()
+            value = cache[key] = upstream_path(model, version, action).encode()
+        return value
 
     def variant_headers(self, name: str, version: int) -> bytes:
         key = (name, version)
@@ -324,8 +352,11 @@ class ClientConnection(asyncio.Protocol):
         q = url.find(b"?")
         path = (url if q < 0 else url[:q]).decode("latin-1")
         keep = request.keep_alive
-        if path.startswith("/v2/models/") and not is_refused_path(path):
-            model = parse_model_path(path)
+        if path.startswith("/v2/models/"):
+            model = gw.model_route(path)
+        else:
+            model = _NOT_A_MODEL_ROUTE
+        if model is not _NOT_A_MODEL_ROUTE:
             if model is None:
                 return _error(404, f"unknown path {path}", keep)
             if request.method not in (b"GET", b"POST"):
@@ -433,7 +464,7 @@ class ClientConnection(asyncio.Protocol):
         server_name = ""
         vheaders = gw.variant_headers(variant.name, variant.version)
         try:
-            upath = upstream_path(variant.model, variant.version, action).encode()
+            upath = gw.upstream_path(variant.model, variant.version, action)
             excluded = gw.health.excluded(table)
             tried = None
             response = None
