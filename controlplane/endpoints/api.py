@@ -20,10 +20,13 @@ from controlplane.endpoints.filters import EndpointFilterSet
 from controlplane.endpoints.models import MAX_WEIGHT, Access, Endpoint, EndpointKind
 
 
-class StrictFloatField(serializers.FloatField):
-    """A JSON number (an integer is a number too), finite; DRF's FloatField also takes "1.5"."""
+class _StrictNumberField(serializers.Field):
+    """A finite JSON number (an integer is a number too) within [minimum, maximum]. Not a DRF
+    FloatField, which also takes "1.5" and "nan": common.api has no strict float yet."""
 
-    default_error_messages = {"invalid": "Must be a number."}
+    minimum: float = 0.0
+    maximum: float | None = None
+    default_error_messages = {"invalid": "Must be a number.", "range": "Must be a number from {minimum} to {maximum}."}
 
     def to_internal_value(self, data):
         if isinstance(data, bool) or not isinstance(data, (int, float)):
@@ -34,7 +37,24 @@ class StrictFloatField(serializers.FloatField):
             self.fail("invalid")
         if not math.isfinite(value):
             self.fail("invalid")
+        if value < self.minimum or (self.maximum is not None and value > self.maximum):
+            if self.maximum is None:
+                raise serializers.ValidationError(f"Must be a number of {self.minimum:g} or more.")
+            self.fail("range", minimum=f"{self.minimum:g}", maximum=f"{self.maximum:g}")
         return value
+
+    def to_representation(self, value):
+        return float(value)
+
+
+@extend_schema_field({"type": "number", "minimum": 0, "maximum": 100})
+class PercentField(_StrictNumberField):
+    maximum = 100.0
+
+
+@extend_schema_field({"type": "number", "minimum": 0})
+class ToleranceField(_StrictNumberField):
+    pass
 
 
 # Input
@@ -59,9 +79,9 @@ class ShadowInSerializer(StrictSerializer):
     """A version that receives a mirrored copy of some requests; its answers are only compared."""
 
     version = StrictIntegerField(min_value=1, help_text="A ready version of the endpoint's model that does not serve it.")
-    percent = StrictFloatField(min_value=0, max_value=100, help_text="Share of requests mirrored, 0-100.")
-    rtol = StrictFloatField(required=False, min_value=0, default=1e-5, help_text="Relative tolerance of the comparison.")
-    atol = StrictFloatField(required=False, min_value=0, default=1e-6, help_text="Absolute tolerance of the comparison.")
+    percent = PercentField(help_text="Share of requests mirrored, 0-100.")
+    rtol = ToleranceField(required=False, default=1e-5, help_text="Relative tolerance of the comparison.")
+    atol = ToleranceField(required=False, default=1e-6, help_text="Absolute tolerance of the comparison.")
 
 
 class EndpointUpdateSerializer(StrictSerializer):

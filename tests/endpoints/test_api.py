@@ -231,3 +231,20 @@ def test_a_patch_still_needs_whole_nested_objects(api, deployer, model, versions
     response = api(deployer).patch(f"{URL}{endpoint.pk}/", patch, format="json")
     assert response.status_code == 400 and field in response.data["fields"], response.data
     assert events("endpoint.update") == []
+
+
+@pytest.mark.parametrize("shadow, field", [
+    ({"version": 3, "percent": "5"}, "shadow.percent"),
+    ({"version": 3, "percent": None}, "shadow.percent"),
+    ({"version": 3, "percent": -0.5}, "shadow.percent"),
+    ({"version": 3, "percent": 5, "rtol": "0.1"}, "shadow.rtol"),
+    ({"version": 3, "percent": 5, "atol": -1}, "shadow.atol"),
+])
+def test_shadow_numbers_are_json_numbers_in_range(api, deployer, model, versions, shadow, field):
+    response = api(deployer).post(URL, body(model, shadow=shadow), format="json")
+    assert response.status_code == 400 and field in response.data["fields"], response.data
+
+
+def test_an_integer_percent_is_a_number(api, deployer, model, versions):
+    response = api(deployer).post(URL, body(model, shadow={"version": 3, "percent": 5, "rtol": 0}), format="json")
+    assert response.status_code == 201 and response.data["shadow"] == {"version": 3, "percent": 5.0, "rtol": 0.0, "atol": 1e-6}
