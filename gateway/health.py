@@ -30,17 +30,18 @@ class Health:
         self.failures: dict[int, int] = {}  # consecutive, by server id
         self.ejected: dict[int, Server] = {}
         self._probes: dict[int, asyncio.Task] = {}
-        self._cache_key: tuple | None = None
+        self._cache_table: RoutingTable | None = None
+        self._cache_generation = -1
         self._cache: frozenset[int] = frozenset()
         self._generation = 0
         self.closed = False
 
     def excluded(self, table: RoutingTable) -> frozenset[int]:
-        key = (id(table), self._generation)
-        if key != self._cache_key:
+        if table is not self._cache_table or self._generation != self._cache_generation:
             self._cache = frozenset(
                 [sid for sid, s in table.servers.items() if not s.healthy] + list(self.ejected))
-            self._cache_key = key
+            self._cache_table = table
+            self._cache_generation = self._generation
         return self._cache
 
     def success(self, server_id: int) -> None:

@@ -107,7 +107,7 @@ class UpstreamConnection(asyncio.Protocol):
             self.transport.abort()
             return
         waiter.set_result(response)
-        if keep and not self.closed:
+        if keep and not self.closed and not self.pool.retired:
             self.pool.release(self)
         else:
             self.transport.close()
@@ -151,6 +151,7 @@ class Pool:
         self.busy: set[UpstreamConnection] = set()
         self.count = 0
         self.waiters: deque[asyncio.Future] = deque()
+        self.retired = False
 
     async def acquire(self) -> UpstreamConnection:
         idle = self.idle
@@ -203,11 +204,18 @@ class Pool:
         if conn is not None:
             self.idle.append(conn)
 
-    def close(self) -> None:
-        for conn in list(self.idle) + list(self.busy):
-            if conn.transport is not None:
-                conn.transport.close()
+    def retire(self) -> None:
+        """Close the idle connections; busy ones close after their answer (a table that moves a
+        server must not fail the requests already on their way to it)."""
+        self.retired = True
+        for conn in list(self.idle):
+            conn.transport.close()
         self.idle.clear()
+
+    def close(self) -> None:
+        self.retire()
+        for conn in list(self.busy):
+            conn.transport.close()
 
 
 class Upstreams:
@@ -231,7 +239,7 @@ class Upstreams:
         pool = self.pools.get(server.id)
         if pool is None or pool.url != server.url:
             if pool is not None:
-                pool.close()  # the server moved: in-flight requests finish on their own connections
+                pool.retire()  # the server moved: in-flight requests finish on their own connections
             pool = self.pools[server.id] = Pool(server, self.loop, limit=self.pool_size,
                                                 connect_timeout=self.connect_timeout)
         return pool
