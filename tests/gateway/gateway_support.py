@@ -8,6 +8,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -236,6 +237,75 @@ class TableServer:
             self._httpd.shutdown()
             self._httpd.server_close()
             self._httpd = None
+
+
+# -- a fake upstream ----------------------------------------------------------------------------------
+
+class FakeUpstream:
+    """A TCP server standing in for a Triton server that misbehaves, or that shows what it got.
+
+    Per request it reads the head and the Content-Length body, then by `mode`: "drop" closes the
+    connection without a word (a server that died with the request in hand), "hang" never answers,
+    "echo" answers 200 with a JSON account of the request line, headers and body length (keep-alive).
+    """
+
+    def __init__(self, mode: str):
+        self.mode = mode
+        self.received: list[dict] = []
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.held: list[socket.socket] = []
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn):
+        data = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, data = data.partition(b"\r\n\r\n")
+                line, *lines = head.decode("latin-1").split("\r\n")
+                headers = [tuple(x.split(": ", 1)) for x in lines]
+                length = int(dict((k.lower(), v) for k, v in headers).get("content-length", 0))
+                while len(data) < length:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                body, data = data[:length], data[length:]
+                request = {"line": line, "headers": headers, "body_length": len(body)}
+                self.received.append(request)
+                if self.mode == "drop":
+                    return
+                if self.mode == "hang":
+                    self.held.append(conn.dup())
+                    return
+                answer = json.dumps(request).encode()
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Upstream: fake\r\n"
+                             b"Connection: keep-alive\r\nKeep-Alive: timeout=5\r\nContent-Length: %d\r\n\r\n%s"
+                             % (len(answer), answer))
+
+    def entry(self, sid: int) -> dict:
+        return {"id": sid, "name": f"fake-{self.mode}", "url": self.url, "healthy": True}
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
 
 
 # -- clients ----------------------------------------------------------------------------------------

@@ -1,0 +1,105 @@
+"""What the gateway sends upstream, and what it does when an upstream misbehaves, against fake
+upstream servers (plain sockets) beside a real tritonserver: what Triton receives (path, headers,
+body), a request that was received and then dropped (never retried), one never answered (504)."""
+import json
+import time
+
+import pytest
+
+from tests.gateway.gateway_support import (
+    Client,
+    FakeUpstream,
+    endpoint,
+    load_model,
+    metric,
+    server_entry,
+    start_gateway,
+    table,
+    unique,
+    unload_model,
+    upload_versions,
+    variant,
+)
+
+pytestmark = pytest.mark.integration
+
+
+def test_gateway_rewrites_the_path_and_keeps_client_credentials_and_hop_by_hop_headers_away(tmp_path):
+    echo = FakeUpstream("echo")
+    data = table(1, [echo.entry(1)], [
+        endpoint("team.echo", [variant("stable", 3, 100, "team-model.v1", [1])], sticky={"header": "X-User-Id"}),
+    ])
+    gw = start_gateway(tmp_path, table_data=data)
+    try:
+        client = Client(gw.url)
+        status, headers, body = client.request(
+            "POST", "/v2/models/team.echo/infer?x=1", b'{"inputs": []}',
+            {"Authorization": "Bearer sy_secret", "X-User-Id": "u1", "Inference-Header-Content-Length": "14",
+             "Keep-Alive": "timeout=9", "TE": "trailers", "Proxy-Authorization": "Basic abc",
+             "X-Switchyard-Variant": "stable", "X-Request-Id": "r-1", "Accept-Encoding": "gzip"})
+        assert status == 200
+        seen = json.loads(body)
+        # Triton sees the variant's model and version, whatever the client called it.
+        assert seen["line"] == "POST /v2/models/team-model.v1/versions/3/infer HTTP/1.1"
+        names = [k.lower() for k, _ in seen["headers"]]
+        sent = {k.lower(): v for k, v in seen["headers"]}
+        assert sent["host"] == echo.url.removeprefix("http://")
+        assert sent["content-length"] == "14" and seen["body_length"] == 14
+        assert sent["inference-header-content-length"] == "14"
+        assert sent["x-user-id"] == "u1" and sent["x-request-id"] == "r-1" and sent["accept-encoding"] == "gzip"
+        for hidden in ("authorization", "proxy-authorization", "keep-alive", "te", "connection",
+                       "x-switchyard-variant"):
+            assert hidden not in names, hidden
+        assert names.count("host") == 1 and names.count("content-length") == 1
+        # The upstream's own headers come back, less its hop-by-hop ones, plus the variant's.
+        assert headers["x-upstream"] == "fake" and "keep-alive" not in headers
+        assert (headers["x-switchyard-variant"], headers["x-switchyard-version"]) == ("stable", "3")
+        # One keep-alive upstream connection serves request after request.
+        for _ in range(5):
+            assert client.get("/v2/models/team.echo")[0] == 200
+        assert json.loads(client.get("/v2/models/team.echo/versions/3/ready")[2])["line"] == (
+            "GET /v2/models/team-model.v1/versions/3/ready HTTP/1.1")
+        assert len(echo.received) == 7 and echo.connections == 1
+    finally:
+        gw.stop()
+        echo.close()
+
+
+def test_gateway_never_retries_a_sent_request_and_times_out_a_stuck_one(triton_fleet, s3_client, tmp_path):
+    name = unique("gwr")
+    upload_versions(s3_client, name, {1: {}})
+    load_model([triton_fleet[0]], name, [1])
+    drop, hang = FakeUpstream("drop"), FakeUpstream("hang")
+    data = table(1, [server_entry(1, triton_fleet[0]), drop.entry(2), hang.entry(3)], [
+        endpoint("team.drops", [variant("stable", 1, 100, name, [1, 2])]),
+        endpoint("team.hangs", [variant("stable", 1, 100, name, [3])]),
+    ])
+    gw = start_gateway(tmp_path, table_data=data, extra=["--request-timeout", "0.5", "--probe-interval", "60"])
+    try:
+        client = Client(gw.url)
+        statuses = []
+        for _ in range(40):
+            status, headers, body = client.infer("team.drops")
+            statuses.append(status)
+            if status != 200:
+                assert status == 502 and "closed the connection" in json.loads(body)["error"]
+                assert headers["x-switchyard-variant"] == "stable"
+        # Each request the dropper received failed, and was not sent again to the healthy server:
+        # it might have run. Its third failure ejected it; everything else went to Triton.
+        assert len(drop.received) == 3
+        assert statuses.count(502) == 3
+        assert statuses[-10:] == [200] * 10
+        text = gw.metrics()
+        assert metric(text, "switchyard_gateway_ejections_total", server="fake-drop") == 1
+        assert metric(text, "switchyard_gateway_requests_total", server="fake-drop", code_class="5xx") == 3
+
+        started = time.monotonic()
+        status, _, body = client.infer("team.hangs")
+        assert status == 504 and "did not answer within 0.5 s" in json.loads(body)["error"]
+        assert 0.4 < time.monotonic() - started < 3.0
+        assert len(hang.received) == 1
+    finally:
+        gw.stop()
+        drop.close()
+        hang.close()
+        unload_model([triton_fleet[0]], name)
