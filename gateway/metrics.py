@@ -35,8 +35,17 @@ _SHADOW_LABELS = ("endpoint", "variant", "shadow_variant", "result")
 class Metrics:
     """One worker's counts. Only the event loop thread touches it."""
 
-    __slots__ = ("requests", "durations", "in_flight", "ejections", "shadow", "shadow_dropped",
-                 "table_version", "table_generated_at", "source_up")
+    __slots__ = (
+        "durations",
+        "ejections",
+        "in_flight",
+        "requests",
+        "shadow",
+        "shadow_dropped",
+        "source_up",
+        "table_generated_at",
+        "table_version",
+    )
 
     def __init__(self) -> None:
         self.requests: dict[tuple[str, str, str, str, str], int] = {}

@@ -23,7 +23,14 @@ import httptools
 
 from gateway import metrics as metrics_mod
 from gateway.access import check_access
-from gateway.routing import RouteError, is_refused_path, least_outstanding, parse_model_path, select_variant, upstream_path
+from gateway.routing import (
+    RouteError,
+    is_refused_path,
+    least_outstanding,
+    parse_model_path,
+    select_variant,
+    upstream_path,
+)
 from gateway.table import Endpoint, RoutingTable
 from gateway.upstream import NotSent, UpstreamFailed, UpstreamTimeout
 
@@ -90,7 +97,7 @@ def _refusal(path: str) -> str:
 
 
 class Request:
-    __slots__ = ("method", "url", "headers", "body", "keep_alive", "started")
+    __slots__ = ("body", "headers", "keep_alive", "method", "started", "url")
 
     def __init__(self, method: bytes, url: bytes, headers: list, body: bytes, keep_alive: bool, started: float):
         self.method = method
@@ -184,8 +191,22 @@ class Gateway:
 class ClientConnection(asyncio.Protocol):
     """One client connection: parse, queue in order, answer."""
 
-    __slots__ = ("gw", "internal", "transport", "parser", "url", "headers", "body", "body_size", "too_large",
-                 "queue", "busy", "content_length", "expect_continue", "closed")
+    __slots__ = (
+        "body",
+        "body_size",
+        "busy",
+        "closed",
+        "content_length",
+        "expect_continue",
+        "gw",
+        "headers",
+        "internal",
+        "parser",
+        "queue",
+        "too_large",
+        "transport",
+        "url",
+    )
 
     def __init__(self, gw: Gateway, internal: bool = False):
         self.gw = gw

@@ -35,7 +35,12 @@ from gateway.proxy import DEFAULT_MAX_BODY, INTERNAL_SNAPSHOT, ClientConnection,
 from gateway.shadow import DEFAULT_LIMIT as DEFAULT_SHADOW_LIMIT
 from gateway.shadow import Shadower
 from gateway.tablesource import TableSource
-from gateway.upstream import DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_SIZE, DEFAULT_REQUEST_TIMEOUT, Upstreams
+from gateway.upstream import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_POOL_SIZE,
+    DEFAULT_REQUEST_TIMEOUT,
+    Upstreams,
+)
 
 log = logging.getLogger("gateway")
 
@@ -295,7 +300,7 @@ async def _collect(run_dir: str, index: int, workers: int) -> list[dict]:
         path = os.path.join(run_dir, f"w{k}.sock")
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(path), 1.0)
-        except (OSError, asyncio.TimeoutError):
+        except (TimeoutError, OSError):
             return None
         try:
             writer.write(f"GET {INTERNAL_SNAPSHOT} HTTP/1.1\r\nHost: w{k}\r\nConnection: close\r\n\r\n".encode())
@@ -304,7 +309,7 @@ async def _collect(run_dir: str, index: int, workers: int) -> list[dict]:
             if not head.startswith(b"HTTP/1.1 200"):
                 return None
             return json.loads(body)
-        except (OSError, asyncio.TimeoutError, ValueError):
+        except (TimeoutError, OSError, ValueError):
             return None
         finally:
             writer.close()

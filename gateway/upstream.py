@@ -41,7 +41,7 @@ class UpstreamTimeout(UpstreamError):
 
 
 class Response:
-    __slots__ = ("status", "headers", "body")
+    __slots__ = ("body", "headers", "status")
 
     def __init__(self, status: int, headers: list, body: bytes):
         self.status = status
@@ -50,8 +50,18 @@ class Response:
 
 
 class UpstreamConnection(asyncio.Protocol):
-    __slots__ = ("pool", "transport", "parser", "waiter", "headers", "body", "status", "deadline", "closed",
-                 "keep_alive")
+    __slots__ = (
+        "body",
+        "closed",
+        "deadline",
+        "headers",
+        "keep_alive",
+        "parser",
+        "pool",
+        "status",
+        "transport",
+        "waiter",
+    )
 
     def __init__(self, pool: Pool):
         self.pool = pool
@@ -171,7 +181,7 @@ class Pool:
                 self.loop.create_connection(lambda: UpstreamConnection(self), self.host, self.port, ssl=self.ssl),
                 self.connect_timeout,
             )
-        except (OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, OSError) as e:
             self.count -= 1
             self._wake(None)
             raise NotSent(f"cannot connect to {self.name} ({self.url}): {e or type(e).__name__}") from None
@@ -279,13 +289,13 @@ async def probe_live(server: Server, *, timeout: float = 1.0) -> bool:
     try:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(parts.hostname, parts.port or 80, ssl=parts.scheme == "https" or None), timeout)
-    except (OSError, asyncio.TimeoutError):
+    except (TimeoutError, OSError):
         return False
     try:
         writer.write(f"GET {prefix}/v2/health/live HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n".encode())
         line = await asyncio.wait_for(reader.readline(), timeout)
         return line.split(b" ", 2)[1:2] == [b"200"]
-    except (OSError, asyncio.TimeoutError, IndexError):
+    except (TimeoutError, OSError, IndexError):
         return False
     finally:
         writer.close()

@@ -21,7 +21,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from controlplane.devstack import free_ports
-from controlplane.devstack.testmodels import python_model_files, test_model_config, upload_model_version
+from controlplane.devstack.testmodels import (
+    python_model_files,
+    test_model_config,
+    upload_model_version,
+)
 from gateway.table import parse_table
 from tests.fleet_fixtures import TEST_BUCKET, TEST_PREFIX
 
@@ -126,7 +130,7 @@ class GatewayProcess:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         for var in ("SWITCHYARD_CONTROL_PLANE_URL", "SWITCHYARD_GATEWAY_KEY", "REDIS_URL"):
             env.pop(var, None)
-        self._log = open(log_path, "ab")
+        self._log = open(log_path, "ab")  # noqa: SIM115 (open for the process's lifetime; closed in stop())
         self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=self._log,
                                         start_new_session=True)
         line = self._read_line(timeout=30)
@@ -280,7 +284,7 @@ class FakeUpstream:
                 head, _, data = data.partition(b"\r\n\r\n")
                 line, *lines = head.decode("latin-1").split("\r\n")
                 headers = [tuple(x.split(": ", 1)) for x in lines]
-                length = int(dict((k.lower(), v) for k, v in headers).get("content-length", 0))
+                length = int({k.lower(): v for k, v in headers}.get("content-length", 0))
                 while len(data) < length:
                     chunk = conn.recv(65536)
                     if not chunk:
@@ -383,7 +387,7 @@ class LoadLoop:
             try:
                 status, headers, body = self.call(client)
                 self.results.append((time.monotonic(), status, headers, body))
-            except Exception as e:  # a reset or timeout is a failed request too
+            except Exception as e:  # noqa: BLE001 (a reset or a timeout is a failed request too)
                 self.errors.append(f"{type(e).__name__}: {e}")
                 client = Client(self.url)
             finally:

@@ -44,7 +44,7 @@ def test_gateway_failover_loses_no_request_and_readmits_the_server(triton_fleet,
     gw = start_gateway(tmp_path, table_data=data, extra=["--probe-interval", "0.2"])
     loop = LoadLoop(gw.url, lambda c: c.infer("team.ha"), threads=4)
     try:
-        served_by = lambda server: metric(gw.metrics(), REQUESTS, server=server.name)  # noqa: E731
+        served_by = lambda server: metric(gw.metrics(), REQUESTS, server=server.name)
         assert wait_until(lambda: served_by(victim) >= 50 and served_by(survivor) >= 50, timeout=20)
 
         loop.pause()
