@@ -8,6 +8,7 @@ within its database column, text is a JSON string, and so on. DRF's own fields c
 7.0 to 7, 7 to "7", "yes" to true). Form and multipart input is all text, so there the integer
 field takes digits only.
 """
+import math
 import re
 
 from django.conf import settings
@@ -118,6 +119,23 @@ class StrictIntegerField(serializers.IntegerField):
         if isinstance(data, bool) or not isinstance(data, int):
             self.fail("invalid")
         return data
+
+
+class StrictNumberField(serializers.FloatField):
+    """A finite JSON number (an integer is a number too); DRF's FloatField also takes "1.5" and "nan"."""
+
+    default_error_messages = {"invalid": "Must be a number."}
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) or not isinstance(data, (int, float)):
+            self.fail("invalid")
+        try:
+            value = float(data)
+        except OverflowError:
+            self.fail("invalid")
+        if not math.isfinite(value):
+            self.fail("invalid")
+        return value
 
 
 class StrictCharField(serializers.CharField):

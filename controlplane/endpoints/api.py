@@ -1,5 +1,3 @@
-import math
-
 from drf_spectacular.utils import extend_schema, extend_schema_field
 from rest_framework import exceptions, mixins, serializers, status, viewsets
 from rest_framework.response import Response
@@ -11,6 +9,7 @@ from controlplane.common.api import (
     StrictCharField,
     StrictChoiceField,
     StrictIntegerField,
+    StrictNumberField,
     StrictSerializer,
     validated,
 )
@@ -18,43 +17,6 @@ from controlplane.common.parsers import JSONParser
 from controlplane.endpoints import selectors, services
 from controlplane.endpoints.filters import EndpointFilterSet
 from controlplane.endpoints.models import MAX_WEIGHT, Access, Endpoint, EndpointKind
-
-
-class _StrictNumberField(serializers.Field):
-    """A finite JSON number (an integer is a number too) within [minimum, maximum]. Not a DRF
-    FloatField, which also takes "1.5" and "nan": common.api has no strict float yet."""
-
-    minimum: float = 0.0
-    maximum: float | None = None
-    default_error_messages = {"invalid": "Must be a number.", "range": "Must be a number from {minimum} to {maximum}."}
-
-    def to_internal_value(self, data):
-        if isinstance(data, bool) or not isinstance(data, (int, float)):
-            self.fail("invalid")
-        try:
-            value = float(data)
-        except OverflowError:
-            self.fail("invalid")
-        if not math.isfinite(value):
-            self.fail("invalid")
-        if value < self.minimum or (self.maximum is not None and value > self.maximum):
-            if self.maximum is None:
-                raise serializers.ValidationError(f"Must be a number of {self.minimum:g} or more.")
-            self.fail("range", minimum=f"{self.minimum:g}", maximum=f"{self.maximum:g}")
-        return value
-
-    def to_representation(self, value):
-        return float(value)
-
-
-@extend_schema_field({"type": "number", "minimum": 0, "maximum": 100})
-class PercentField(_StrictNumberField):
-    maximum = 100.0
-
-
-@extend_schema_field({"type": "number", "minimum": 0})
-class ToleranceField(_StrictNumberField):
-    pass
 
 
 # Input
@@ -79,9 +41,9 @@ class ShadowInSerializer(StrictSerializer):
     """A version that receives a mirrored copy of some requests; its answers are only compared."""
 
     version = StrictIntegerField(min_value=1, help_text="A ready version of the endpoint's model that does not serve it.")
-    percent = PercentField(help_text="Share of requests mirrored, 0-100.")
-    rtol = ToleranceField(required=False, default=1e-5, help_text="Relative tolerance of the comparison.")
-    atol = ToleranceField(required=False, default=1e-6, help_text="Absolute tolerance of the comparison.")
+    percent = StrictNumberField(min_value=0, max_value=100, help_text="Share of requests mirrored, 0-100.")
+    rtol = StrictNumberField(required=False, min_value=0, default=1e-5, help_text="Relative tolerance of the comparison.")
+    atol = StrictNumberField(required=False, min_value=0, default=1e-6, help_text="Absolute tolerance of the comparison.")
 
 
 class EndpointUpdateSerializer(StrictSerializer):

@@ -445,7 +445,7 @@ def _lax_fields():
         serializers.ChoiceField: "StrictChoiceField",
         serializers.BooleanField: "StrictBooleanField",
         serializers.JSONField: "StrictJSONField",
-        serializers.FloatField: None,
+        serializers.FloatField: "StrictNumberField",
         serializers.DecimalField: None,
     }
     return {base: getattr(common_api, name, None) if name else None for base, name in strict.items()}

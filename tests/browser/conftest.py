@@ -27,7 +27,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
-NAV = ["Overview", "Models", "Fleet", "Deployments", "Audit", "Team"]
+NAV = ["Overview", "Models", "Endpoints", "Fleet", "Deployments", "Audit", "Team"]
 
 
 @pytest.fixture(scope="session")

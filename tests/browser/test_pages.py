@@ -17,7 +17,7 @@ from tests.fleet_fixtures import TEST_BUCKET
 pytestmark = pytest.mark.browser
 
 DEAD_URL = "http://127.0.0.1:9"  # the discard port: nothing listens there
-NAV_PATHS = dict(zip(NAV, ["/", "/models/", "/fleet/", "/deployments/", "/audit/", "/team/"]))
+NAV_PATHS = dict(zip(NAV, ["/", "/models/", "/endpoints/", "/fleet/", "/deployments/", "/audit/", "/team/"]))
 
 
 def nav_links(page):
