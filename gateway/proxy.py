@@ -239,10 +239,10 @@ class ClientConnection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
-            self._answer_now(_error(400, "protocol upgrades are not supported", False))
+            self._refuse(_error(400, "protocol upgrades are not supported", False))
         except httptools.HttpParserError as e:
             if not self.too_large:
-                self._answer_now(_error(400, f"malformed HTTP request: {e}", False))
+                self._refuse(_error(400, f"malformed HTTP request: {e}", False))
 
     def close_if_idle(self) -> None:
         if not self.busy and not self.queue and self.transport is not None:
@@ -304,9 +304,12 @@ class ClientConnection(asyncio.Protocol):
     def _too_large(self) -> None:
         """413 as soon as the size is known to be too big. The rest of the body is never
         buffered: the connection is answered, then closes (see _answer_now)."""
+        self._refuse(_error(413, f"request body larger than the gateway's limit of {self.gw.max_body} bytes", False))
+
+    def _refuse(self, response: bytes) -> None:
+        """The last answer on this connection: nothing more is read; earlier pipelined requests
+        are answered first."""
         self.too_large = True
-        message = f"request body larger than the gateway's limit of {self.gw.max_body} bytes"
-        response = _error(413, message, False)
         if self.busy or self.queue:
             self.queue.append(Request(b"", b"", [], response, False, 0.0))  # answered in its turn
         else:
@@ -331,7 +334,7 @@ class ClientConnection(asyncio.Protocol):
     def _dispatch(self, request: Request) -> None:
         """Answer requests in order until one needs the network; that one continues in a task."""
         while True:
-            if not request.method:  # a queued 413
+            if not request.method:  # a queued refusal (413 or 400): the last answer
                 self._answer_now(request.body)
                 return
             response = self.gw_handle(request)

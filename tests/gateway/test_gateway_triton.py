@@ -294,6 +294,14 @@ def test_gateway_http_pipelining_chunked_bodies_and_an_early_413(gateway):
     assert json.loads(responses[2][2])["outputs"][0]["data"] == [2.0, 4.0, 6.0, 8.0]
     assert json.loads(responses[4][2])["model_version"] == "1"
 
+    # A malformed request after a proxied one: the proxied answer first, then the 400, then close.
+    with socket.create_connection((host, int(port))) as sock:
+        sock.sendall(infer % (b"1", len(body), body) + b"GET /v2/health/live HTTP/1.1\r\nHost gw\r\n\r\n")
+        responses = read_responses(sock, 2)
+        assert sock.recv(100) == b""  # closed
+    assert [s for s, _, _ in responses] == [200, 400]
+    assert "malformed" in json.loads(responses[1][2])["error"]
+
     # A declared length past the limit is refused from the headers alone, before any body byte.
     with socket.create_connection((host, int(port))) as sock:
         sock.sendall(b"POST /v2/models/team.single/infer HTTP/1.1\r\nHost: gw\r\nContent-Length: %d\r\n\r\n"
