@@ -61,8 +61,11 @@ def select_variant(
     - Among the candidates, a sticky key picks by bucket, otherwise `rand` picks by weight.
     - Without a version, weight 0 everywhere (or no variant at all) is a 503: nothing takes traffic.
 
-    Server availability is the caller's: a variant is chosen even if none of its servers is up,
-    so a canary with no healthy server fails loudly instead of quietly shifting its users.
+    A variant with no READY server (an empty `servers` list) takes no weighted or sticky traffic
+    while another candidate has one: its share goes to the others instead of failing for certain,
+    the table being built from what is READY, not from what was asked for. The control plane shows
+    such a variant as having no ready server. Only when no candidate has a server is one chosen
+    anyway, so that the caller answers a clear 503. Whether listed servers are up is the caller's.
     """
     if explicit_variant is not None:
         variant = _named_variant(endpoint, explicit_variant)
@@ -77,7 +80,7 @@ def select_variant(
         return variant
 
     if version is None:
-        candidates = endpoint.variants
+        candidates = _placed(endpoint.variants, weighted=True)
         weights = [v.weight for v in candidates]
         if sum(weights) == 0:
             raise RouteError(503, f"endpoint '{endpoint.name}' has no variant with traffic")
@@ -86,6 +89,7 @@ def select_variant(
         candidates = tuple(v for v in endpoint.variants if v.version == wanted)
         if not candidates:
             raise RouteError(404, f"endpoint '{endpoint.name}' does not serve version {wanted}")
+        candidates = _placed(candidates, weighted=any(v.weight for v in candidates))
         weights = [v.weight for v in candidates]
         if sum(weights) == 0:
             weights = [1] * len(candidates)
@@ -93,6 +97,12 @@ def select_variant(
     if sticky_key is not None:
         return candidates[_bucket_owner(weights, bucket_of(sticky_key))]
     return candidates[_weighted_index(weights, rand)]
+
+
+def _placed(variants: Sequence[Variant], *, weighted: bool) -> Sequence[Variant]:
+    """The variants that have a server (and weight, if `weighted`), or all of them if none has."""
+    placed = tuple(v for v in variants if v.servers and (v.weight > 0 or not weighted))
+    return placed or variants
 
 
 def bucket_ranges(weights: Sequence[int]) -> list[tuple[int, int]]:

@@ -371,3 +371,29 @@ def test_is_repository_path():
     assert routing.is_repository_path("/v2/repository/models/m/load")
     assert not routing.is_repository_path("/v2/models/m/infer")
     assert not routing.is_repository_path("/v2/systemsharedmemory/status")
+
+
+# -- variants with no READY server -----------------------------------------------------------------
+
+UNPLACED_CANARY = variant("canary", 3, 50, servers=())
+
+
+def test_a_variant_with_no_ready_server_takes_no_weighted_or_sticky_traffic():
+    ep = endpoint(UNPLACED_CANARY, STABLE)
+    assert {pick(ep, rand=r / 100).name for r in range(100)} == {"stable"}
+    assert {pick(ep, sticky_key=f"user-{i}").name for i in range(500)} == {"stable"}
+    # The same endpoint with the canary placed sends it about half.
+    placed = endpoint(variant("canary", 3, 50), STABLE)
+    assert {pick(placed, rand=r / 100).name for r in range(100)} == {"canary", "stable"}
+
+
+def test_when_no_variant_has_a_server_one_is_still_chosen_so_the_caller_answers_503():
+    ep = endpoint(UNPLACED_CANARY, variant("stable", 2, 50, servers=()))
+    assert pick(ep, rand=0.1).servers == () and pick(ep, rand=0.9).servers == ()
+
+
+def test_an_explicit_version_or_variant_reaches_an_unplaced_variant_for_a_clear_503():
+    ep = endpoint(UNPLACED_CANARY, STABLE)
+    assert pick(ep, version="canary") is UNPLACED_CANARY
+    assert pick(ep, version="3") is UNPLACED_CANARY
+    assert pick(ep, explicit_variant="canary") is UNPLACED_CANARY
