@@ -98,6 +98,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s")
+    if args.port == 0 and args.workers > 1:
+        print("switchyard gateway: --port 0 (any free port) works with one worker only", file=sys.stderr)
+        return 2
+    # SO_REUSEPORT would let this replica silently share a port with another process that also
+    # set it; bind once without it first, so that a port in use is an error, not a split.
+    try:
+        listen_socket(args.host, args.port, reuse_port=False).close()
+    except OSError as e:
+        print(f"switchyard gateway: cannot listen on {args.host}:{args.port}: {e}", file=sys.stderr)
+        return 1
     if args.replica_id is None:
         args.replica_id = f"{socket.gethostname()}:{args.port}"
     if args.advertise is None:
@@ -216,11 +226,12 @@ def run_worker(args, index: int, run_dir: str | None, *, announce: bool = False,
         return runner.run(_serve(args, index, run_dir, announce=announce, ready_fd=ready_fd))
 
 
-def listen_socket(host: str, port: int) -> socket.socket:
+def listen_socket(host: str, port: int, *, reuse_port: bool = True) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
     sock.listen(4096)
     sock.setblocking(False)

@@ -1,6 +1,7 @@
 """`--workers 2`: both workers serve one port (SO_REUSEPORT), each reports in as its own replica,
 /metrics on either one sums both, a killed worker is started again, and SIGTERM stops them all."""
 import http.client
+import json
 import os
 import signal
 
@@ -78,3 +79,23 @@ def test_gateway_two_workers_share_the_port_and_sum_their_metrics(triton_fleet, 
         server.stop()
         unload_model([triton_fleet[0]], name)
     assert code == 0  # SIGTERM: every worker stopped gracefully
+
+
+def test_gateway_refuses_a_port_already_in_use(tmp_path):
+    # SO_REUSEPORT must not let a second replica silently share a port with someone else.
+    import socket
+    import subprocess
+    import sys
+
+    from tests.gateway.gateway_support import ROOT
+
+    path = tmp_path / "table.json"
+    path.write_text(json.dumps(table(1, [], [])))
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        for workers in ("1", "2"):
+            result = subprocess.run(
+                [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", str(port), "--workers", workers,
+                 "--table-file", str(path)], cwd=ROOT, capture_output=True, text=True, timeout=30, check=False)
+            assert result.returncode == 1
+            assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
