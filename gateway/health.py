@@ -63,6 +63,16 @@ class Health:
             self.failures.pop(server_id, None)
             self._generation += 1
 
+    def forget_others(self, server_ids) -> None:
+        """Stop probing servers the table no longer lists; if one comes back, it starts afresh."""
+        for sid in [sid for sid in self.ejected if sid not in server_ids]:
+            self.readmit(sid)
+            task = self._probes.pop(sid, None)
+            if task is not None:
+                task.cancel()
+        for sid in [sid for sid in self.failures if sid not in server_ids]:
+            del self.failures[sid]
+
     async def _probe(self, server: Server) -> None:
         try:
             while server.id in self.ejected:

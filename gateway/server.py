@@ -257,6 +257,14 @@ async def _serve(args, index: int, run_dir: str | None, *, announce: bool, ready
     gw = Gateway(loop, source=source, upstreams=upstreams, health=health, shadower=shadower, metrics=metrics,
                  max_body=args.max_body_bytes,
                  collect_metrics=(lambda: _collect(run_dir, index, workers)) if run_dir else None)
+
+    def on_swap(old, new) -> None:
+        # Requests still holding the old table may reach a dropped server once more; pool() and
+        # the health state simply start afresh for it.
+        upstreams.forget_others(new.servers)
+        health.forget_others(new.servers)
+
+    source.on_swap.append(on_swap)
     await source.start()
     upstreams.start()
     # Give the first poll or push a moment, so that a fresh replica rarely answers 503; it listens

@@ -254,6 +254,11 @@ class Upstreams:
                                                 connect_timeout=self.connect_timeout)
         return pool
 
+    def forget_others(self, server_ids) -> None:
+        """Retire the pools of servers the table no longer lists (their busy connections finish)."""
+        for sid in [sid for sid in self.pools if sid not in server_ids]:
+            self.pools.pop(sid).retire()
+
     async def send(self, pool: Pool, head: bytes, body: bytes) -> Response:
         """Send one request on a pooled connection. Raises NotSent, UpstreamFailed or UpstreamTimeout."""
         sid = pool.server_id

@@ -250,7 +250,8 @@ class FakeUpstream:
 
     Per request it reads the head and the Content-Length body, then by `mode`: "drop" closes the
     connection without a word (a server that died with the request in hand), "hang" never answers,
-    "echo" answers 200 with a JSON account of the request line, headers and body length (keep-alive).
+    "echo" answers 200 with a JSON account of the request line, headers and body length (keep-alive),
+    "slow" does the same after 0.5 s. `closed` counts connections the gateway closed.
     """
 
     def __init__(self, mode: str):
@@ -261,6 +262,7 @@ class FakeUpstream:
         self.url = f"http://127.0.0.1:{self.port}"
         self.held: list[socket.socket] = []
         self.connections = 0
+        self.closed = 0
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self):
@@ -279,6 +281,7 @@ class FakeUpstream:
                 while b"\r\n\r\n" not in data:
                     chunk = conn.recv(65536)
                     if not chunk:
+                        self.closed += 1
                         return
                     data += chunk
                 head, _, data = data.partition(b"\r\n\r\n")
@@ -298,6 +301,8 @@ class FakeUpstream:
                 if self.mode == "hang":
                     self.held.append(conn.dup())
                     return
+                if self.mode == "slow":
+                    time.sleep(0.5)
                 answer = json.dumps(request).encode()
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Upstream: fake\r\n"
                              b"Connection: keep-alive\r\nKeep-Alive: timeout=5\r\nContent-Length: %d\r\n\r\n%s"

@@ -2,6 +2,7 @@
 upstream servers (plain sockets) beside a real tritonserver: what Triton receives (path, headers,
 body), a request that was received and then dropped (never retried), one never answered (504)."""
 import json
+import threading
 import time
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from tests.gateway.gateway_support import (
     Client,
     FakeUpstream,
+    TableServer,
     endpoint,
     load_model,
     metric,
@@ -19,6 +21,7 @@ from tests.gateway.gateway_support import (
     unload_model,
     upload_versions,
     variant,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -103,3 +106,34 @@ def test_gateway_never_retries_a_sent_request_and_times_out_a_stuck_one(triton_f
         drop.close()
         hang.close()
         unload_model([triton_fleet[0]], name)
+
+
+def test_gateway_table_switch_keeps_in_flight_requests_on_a_dropped_server(tmp_path):
+    old, new = FakeUpstream("slow"), FakeUpstream("echo")
+    v1 = table(1, [old.entry(1)], [endpoint("team.move", [variant("blue", 1, 100, "m", [1])])])
+    v2 = table(2, [new.entry(2)], [endpoint("team.move", [variant("green", 1, 100, "m", [2])])])
+    server = TableServer(v1)
+    gw = start_gateway(tmp_path, control_plane=server.url)
+    try:
+        answers = []
+        in_flight = [threading.Thread(target=lambda: answers.append(Client(gw.url).get("/v2/models/team.move")))
+                     for _ in range(3)]
+        for t in in_flight:
+            t.start()
+        assert wait_until(lambda: len(old.received) == 3, timeout=5)
+        server.set(v2)  # polled within 0.1 s, while the three wait on the old server (0.5 s)
+        assert wait_until(lambda: Client(gw.url).get("/v2/models/team.move")[1]["x-switchyard-variant"] == "green",
+                          timeout=5)
+        for t in in_flight:
+            t.join(10)
+        # The requests that started on the old table finished there, unharmed.
+        assert [(s, h["x-switchyard-variant"]) for s, h, _ in answers] == [(200, "blue")] * 3
+        # Then the dropped server's pool was retired: its connections closed once idle (the three,
+        # and any a request made before the poll saw the switch).
+        assert wait_until(lambda: old.closed == old.connections >= 3, timeout=5), (old.closed, old.connections)
+        assert len(new.received) >= 1
+    finally:
+        gw.stop()
+        server.stop()
+        old.close()
+        new.close()
