@@ -265,7 +265,11 @@ async def _serve(args, index: int, run_dir: str | None, *, announce: bool, ready
         health.forget_others(new.servers)
 
     source.on_swap.append(on_swap)
-    await source.start()
+    try:
+        await source.start()
+    except (OSError, ValueError) as e:  # an unreadable or invalid --table-file (TableError is a ValueError)
+        print(f"switchyard gateway: cannot serve {args.table_file}: {e}", file=sys.stderr, flush=True)
+        return 1
     upstreams.start()
     # Give the first poll or push a moment, so that a fresh replica rarely answers 503; it listens
     # (live, not ready) either way, and serves the table as soon as one arrives.

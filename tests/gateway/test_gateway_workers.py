@@ -81,7 +81,7 @@ def test_gateway_two_workers_share_the_port_and_sum_their_metrics(triton_fleet, 
     assert code == 0  # SIGTERM: every worker stopped gracefully
 
 
-def test_gateway_refuses_a_port_already_in_use(tmp_path):
+def test_gateway_refuses_a_port_in_use_and_a_broken_table_file(tmp_path):
     # SO_REUSEPORT must not let a second replica silently share a port with someone else.
     import socket
     import subprocess
@@ -99,3 +99,13 @@ def test_gateway_refuses_a_port_already_in_use(tmp_path):
                  "--table-file", str(path)], cwd=ROOT, capture_output=True, text=True, timeout=30, check=False)
             assert result.returncode == 1
             assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+    # A table file that breaks the contract stops the start, with a one-line reason.
+    path.write_text(json.dumps({"format": 1, "version": 1}))
+    for workers in ("1", "2"):
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway", "--host", "127.0.0.1", "--port", "0" if workers == "1" else str(port),
+             "--workers", workers, "--table-file", str(path)], cwd=ROOT, capture_output=True, text=True, timeout=30,
+            check=False)
+        assert result.returncode == 1
+        assert f"cannot serve {path}" in result.stderr and "missing keys" in result.stderr
+        assert "Traceback" not in result.stderr
