@@ -306,6 +306,7 @@ async def _serve(args, index: int, run_dir: str | None, *, announce: bool, ready
     while (metrics.in_flight or any(c.busy for c in gw.connections)) and loop.time() < deadline:
         await asyncio.sleep(0.02)
     await shadower.drain(max(0.0, deadline - loop.time()))
+    shadower.close()
     for conn in list(gw.connections):
         if conn.transport is not None:
             conn.transport.close()

@@ -9,15 +9,17 @@ shadow that fails or cannot be reached counts as "error".
 from __future__ import annotations
 
 import asyncio
-import zlib
+import functools
+from concurrent.futures import ThreadPoolExecutor
 
 from gateway.compare import compare_outputs
 from gateway.metrics import Metrics
 from gateway.routing import least_outstanding, upstream_path
 from gateway.table import Endpoint, RoutingTable, Variant
-from gateway.upstream import UpstreamError, Upstreams
+from gateway.upstream import UpstreamError, Upstreams, UpstreamTimeout
 
 DEFAULT_LIMIT = 64
+INLINE_COMPARE_BYTES = 64 * 1024  # both bodies together; bigger comparisons leave the event loop
 
 
 class Shadower:
@@ -30,6 +32,7 @@ class Shadower:
         self.limit = limit
         self.in_flight = 0
         self._tasks: set[asyncio.Task] = set()
+        self._executor: ThreadPoolExecutor | None = None
 
     def mirror(self, table: RoutingTable, endpoint: Endpoint, primary: Variant, method: bytes, headers: bytes,
                body: bytes, primary_status: int, primary_headers: list, primary_body: bytes, rand: float) -> None:
@@ -64,34 +67,45 @@ class Shadower:
                     method, path, pool.host_header, headers, len(body))
                 try:
                     response = await self.upstreams.send(pool, head, body)
+                except UpstreamTimeout:
+                    pass  # slow, not unreachable: as for the primary, no ejection
                 except UpstreamError:
                     self.health.failure(server)
                 else:
                     self.health.success(sid)
                     if response.status == 200:
                         try:
-                            a_len, a_body = _decoded(primary_headers, primary_body)
-                            b_len, b_body = _decoded(response.headers, response.body)
-                        except (ValueError, zlib.error):
-                            return
-                        result = compare_outputs(a_body, a_len, b_body, b_len, rtol=shadow.rtol, atol=shadow.atol)
+                            a_len = _header_length(primary_headers)
+                            b_len = _header_length(response.headers)
+                        except ValueError:
+                            return  # counted as an error
+                        compare = functools.partial(compare_outputs, primary_body, a_len, response.body, b_len,
+                                                    rtol=shadow.rtol, atol=shadow.atol)
+                        if len(primary_body) + len(response.body) <= INLINE_COMPARE_BYTES:
+                            result = compare()
+                        else:
+                            # Decoding big tensors would hold the event loop (and every client on
+                            # it) for milliseconds: one side thread does those, one at a time.
+                            if self._executor is None:
+                                self._executor = ThreadPoolExecutor(1, thread_name_prefix="shadow-compare")
+                            result = await self.loop.run_in_executor(self._executor, compare)
         finally:
             self.metrics.shadow_result(endpoint.name, primary.name, variant.name, result)
 
     async def drain(self, timeout: float) -> None:
+        """Wait up to `timeout` for the copies in flight."""
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=timeout)
 
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
-def _decoded(headers: list, body: bytes) -> tuple[int | None, bytes]:
-    header_length = None
-    encoding = None
+
+def _header_length(headers: list) -> int | None:
+    """Inference-Header-Content-Length, if the answer uses binary tensors. A compressed body is
+    left as it is: compare_outputs recognises and inflates it (bounded)."""
     for name, value in headers:
-        lname = name.lower()
-        if lname == b"inference-header-content-length":
-            header_length = int(value)
-        elif lname == b"content-encoding":
-            encoding = value.strip().lower()
-    if encoding in (b"gzip", b"deflate"):
-        body = zlib.decompress(body, 47)  # 47: zlib or gzip header, detected
-    return header_length, body
+        if name.lower() == b"inference-header-content-length":
+            return int(value)
+    return None
