@@ -44,6 +44,8 @@ except Exception:  # noqa: BLE001 (not installed as a distribution: a source che
 DEFAULT_MAX_BODY = 64 * 1024 * 1024
 MAX_PIPELINE = 64  # queued requests per connection before we stop reading from it
 LINGER = 2.0  # seconds a refused connection keeps draining what the client sends
+MAX_HEAD = 64 * 1024  # request line, and all headers together (nginx allows 4 x 8 kB by default)
+DEFAULT_KEEPALIVE_TIMEOUT = 75.0  # seconds an idle client connection stays open (nginx's default)
 
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 _STATUS_LINES: dict[int, bytes] = {}
@@ -94,6 +96,10 @@ def _refusal(path: str) -> str:
         if path == prefix or path.startswith(prefix + "/"):
             return message
     return "this Triton API is not available through the gateway"
+
+
+class _Refused(Exception):
+    """Raised from a parser callback to stop parsing a connection that has been refused."""
 
 
 class Request:
@@ -187,6 +193,16 @@ class Gateway:
         for conn in list(self.connections):
             conn.close_if_idle()
 
+    async def sweep_idle(self, timeout: float) -> None:
+        """Close client connections idle (or stuck mid-request-head) for `timeout` seconds; one
+        task for all, instead of a timer per connection."""
+        while True:
+            await asyncio.sleep(max(0.05, min(5.0, timeout / 4)))
+            cutoff = self.loop.time() - timeout
+            for conn in [c for c in self.connections if c.last_active < cutoff and not c.busy and not c.queue]:
+                if conn.transport is not None:
+                    conn.transport.close()
+
 
 class ClientConnection(asyncio.Protocol):
     """One client connection: parse, queue in order, answer."""
@@ -199,8 +215,10 @@ class ClientConnection(asyncio.Protocol):
         "content_length",
         "expect_continue",
         "gw",
+        "head_size",
         "headers",
         "internal",
+        "last_active",
         "parser",
         "queue",
         "too_large",
@@ -215,6 +233,8 @@ class ClientConnection(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
         self.headers: list = []
+        self.head_size = 0
+        self.last_active = 0.0
         self.body: list = []
         self.body_size = 0
         self.too_large = False
@@ -227,6 +247,7 @@ class ClientConnection(asyncio.Protocol):
     # -- asyncio.Protocol
     def connection_made(self, transport) -> None:
         self.transport = transport
+        self.last_active = self.gw.loop.time()
         self.gw.connections.add(self)
 
     def connection_lost(self, exc) -> None:
@@ -234,6 +255,7 @@ class ClientConnection(asyncio.Protocol):
         self.gw.connections.discard(self)
 
     def data_received(self, data: bytes) -> None:
+        self.last_active = self.gw.loop.time()
         if self.too_large:
             return
         try:
@@ -241,6 +263,7 @@ class ClientConnection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._refuse(_error(400, "protocol upgrades are not supported", False))
         except httptools.HttpParserError as e:
+            # (also what a callback's _Refused turns into; the refusal is already queued)
             if not self.too_large:
                 self._refuse(_error(400, f"malformed HTTP request: {e}", False))
 
@@ -252,6 +275,7 @@ class ClientConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.url = b""
         self.headers = []
+        self.head_size = 0
         self.body = []
         self.body_size = 0
         self.content_length = -1
@@ -259,9 +283,16 @@ class ClientConnection(asyncio.Protocol):
 
     def on_url(self, url: bytes) -> None:
         self.url += url
+        if len(self.url) > MAX_HEAD:
+            self._refuse(_error(414, f"request line longer than {MAX_HEAD} bytes", False))
+            raise _Refused
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
+        self.head_size += len(name) + len(value) + 4
+        if self.head_size > MAX_HEAD:
+            self._refuse(_error(431, f"request headers larger than {MAX_HEAD} bytes", False))
+            raise _Refused
         if len(name) == 14 and name.lower() == b"content-length":
             try:
                 self.content_length = int(value)

@@ -31,7 +31,13 @@ import time
 
 from gateway import metrics as metrics_mod
 from gateway.health import DEFAULT_EJECT_AFTER, DEFAULT_PROBE_INTERVAL, Health
-from gateway.proxy import DEFAULT_MAX_BODY, INTERNAL_SNAPSHOT, ClientConnection, Gateway
+from gateway.proxy import (
+    DEFAULT_KEEPALIVE_TIMEOUT,
+    DEFAULT_MAX_BODY,
+    INTERNAL_SNAPSHOT,
+    ClientConnection,
+    Gateway,
+)
 from gateway.shadow import DEFAULT_LIMIT as DEFAULT_SHADOW_LIMIT
 from gateway.shadow import Shadower
 from gateway.tablesource import TableSource
@@ -80,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds between liveness probes of an ejected server (default 0.5)")
     p.add_argument("--shadow-limit", type=int, default=DEFAULT_SHADOW_LIMIT,
                    help="shadow copies in flight per worker before copies are dropped (default 64)")
+    p.add_argument("--keepalive-timeout", type=float, default=DEFAULT_KEEPALIVE_TIMEOUT,
+                   help="seconds an idle client connection stays open (default 75)")
     p.add_argument("--startup-wait", type=float, default=5.0,
                    help="seconds to wait for a first table from the control plane before listening (default 5)")
     p.add_argument("--grace", type=float, default=5.0, help="seconds in-flight requests get at shutdown")
@@ -277,6 +285,7 @@ async def _serve(args, index: int, run_dir: str | None, *, announce: bool, ready
     while not source.has_table and loop.time() < deadline:
         await asyncio.sleep(0.02)
 
+    sweeper = loop.create_task(gw.sweep_idle(args.keepalive_timeout))
     sock = listen_socket(args.host, args.port)
     server = await loop.create_server(lambda: ClientConnection(gw), sock=sock)
     internal = None
@@ -310,6 +319,7 @@ async def _serve(args, index: int, run_dir: str | None, *, announce: bool, ready
     for conn in list(gw.connections):
         if conn.transport is not None:
             conn.transport.close()
+    sweeper.cancel()
     if internal is not None:
         internal.close()
     health.close()

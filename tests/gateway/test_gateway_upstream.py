@@ -137,3 +137,38 @@ def test_gateway_table_switch_keeps_in_flight_requests_on_a_dropped_server(tmp_p
         server.stop()
         old.close()
         new.close()
+
+
+def test_gateway_limits_request_heads_and_closes_idle_connections(tmp_path):
+    import socket
+
+    echo = FakeUpstream("echo")
+    gw = start_gateway(tmp_path, table_data=table(1, [echo.entry(1)], [
+        endpoint("team.echo", [variant("stable", 1, 100, "m", [1])])]), extra=["--keepalive-timeout", "0.5"])
+    try:
+        host, port = "127.0.0.1", gw.port
+        with socket.create_connection((host, port)) as sock:
+            sock.sendall(b"GET /v2/models/team.echo HTTP/1.1\r\nHost: gw\r\n"
+                         + b"X-Filler: " + b"x" * 70_000 + b"\r\n\r\n")
+            answer = sock.recv(65536)
+        assert answer.startswith(b"HTTP/1.1 431 ") and b"headers larger than" in answer
+        with socket.create_connection((host, port)) as sock:
+            sock.sendall(b"GET /v2/models/" + b"x" * 70_000 + b" HTTP/1.1\r\n\r\n")
+            assert sock.recv(65536).startswith(b"HTTP/1.1 414 ")
+        assert echo.received == []
+
+        # An idle keep-alive connection, and one that never finishes its head, are closed.
+        with socket.create_connection((host, port)) as idle, socket.create_connection((host, port)) as stuck:
+            idle.sendall(b"GET /v2/models/team.echo HTTP/1.1\r\nHost: gw\r\n\r\n")
+            stuck.sendall(b"GET /v2/models/team.echo HTTP/1.1\r\nHost: g")
+            idle.settimeout(5)
+            stuck.settimeout(5)
+            first = idle.recv(65536)
+            assert first.startswith(b"HTTP/1.1 200 ")
+            started = time.monotonic()
+            assert idle.recv(65536) == b"" and stuck.recv(65536) == b""
+            assert time.monotonic() - started < 3.0
+        assert len(echo.received) == 1
+    finally:
+        gw.stop()
+        echo.close()
