@@ -140,6 +140,7 @@ def supervise(args) -> int:
 
     def spawn(index: int) -> None:
         first = ready_w >= 0  # a restarted worker has no one waiting for its byte
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:
             code = 1
@@ -148,6 +149,9 @@ def supervise(args) -> int:
                     os.close(ready_r)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_DFL)
+                _die_with_parent()
+                if os.getppid() != parent:  # it died before the line above took effect
+                    os._exit(0)
                 code = run_worker(args, index, run_dir, ready_fd=ready_w if first else None)
             except BaseException:
                 logging.getLogger("gateway").exception("worker %d failed", index)
@@ -223,6 +227,18 @@ def supervise(args) -> int:
             except (ProcessLookupError, ChildProcessError):
                 pass
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _die_with_parent() -> None:
+    """Linux: a worker gets SIGTERM if the parent dies (even by SIGKILL), rather than serving on
+    unsupervised, holding the port. Best effort elsewhere."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 # -- one worker ------------------------------------------------------------------------------------
