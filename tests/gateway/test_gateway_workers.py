@@ -4,6 +4,7 @@ import http.client
 import json
 import os
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -109,3 +110,27 @@ def test_gateway_refuses_a_port_in_use_and_a_broken_table_file(tmp_path):
         assert result.returncode == 1
         assert f"cannot serve {path}" in result.stderr and "missing keys" in result.stderr
         assert "Traceback" not in result.stderr
+
+
+def test_gateway_workers_die_with_a_killed_supervisor(tmp_path):
+    from tests.gateway.gateway_support import start_gateway, wait_until
+
+    gw = start_gateway(tmp_path, table_data=table(1, [], []), workers=2)
+    try:
+        parent = gw.process.pid
+        workers = [int(p) for p in Path(f"/proc/{parent}/task/{parent}/children").read_text().split()]
+        assert len(workers) == 2
+        os.kill(parent, signal.SIGKILL)
+        gw.process.wait(10)
+
+        def gone(pid):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            # A zombie is gone too (reaped by init); look at its state.
+            return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
+
+        assert wait_until(lambda: all(gone(p) for p in workers), timeout=10)
+    finally:
+        gw.stop()
