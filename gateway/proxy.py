@@ -506,7 +506,9 @@ class ClientConnection(asyncio.Protocol):
             gw.metrics.request(endpoint.name, variant.name, str(variant.version), "", 503, 0.0)
             return _error(503, f"endpoint '{endpoint.name}' variant '{variant.name}' has no ready server", keep,
                           gw.variant_headers(variant.name, variant.version))
-        self._start(self._proxy(request, table, endpoint, variant, model.action, b"".join(forwarded), rand))
+        # A fresh draw for the server: the one that chose the variant lies in the variant's slice.
+        self._start(self._proxy(request, table, endpoint, variant, model.action, b"".join(forwarded),
+                                random.random()))
         return None
 
     async def _proxy(self, request: Request, table: RoutingTable, endpoint: Endpoint, variant, action: str,
@@ -591,7 +593,7 @@ class ClientConnection(asyncio.Protocol):
             if (shadow is not None and status == 200 and action == "infer" and shadow.percent > 0
                     and random.random() * 100.0 < shadow.percent):
                 gw.shadower.mirror(table, endpoint, variant, request.method, forwarded, request.body, status,
-                                   response.headers, body, rand)
+                                   response.headers, body, random.random())
         finally:
             metrics.in_flight -= 1
             metrics.request(endpoint.name, variant.name, str(variant.version), server_name, status,

@@ -146,6 +146,20 @@ def test_gateway_weights_hold_over_10k_requests(gateway):
     for server in ("fleet-0", "fleet-1"):
         assert metric(text, "switchyard_gateway_requests_total", endpoint="team.echo", server=server) > 1000
 
+    # One request at a time, every server choice is a tie: the canary's ties must be spread too
+    # (a draw shared with the variant choice would send them all to its first server).
+    def canary_by_server():
+        text = gateway.metrics()
+        return [metric(text, "switchyard_gateway_requests_total", endpoint="team.echo", variant="canary",
+                       server=s) for s in ("fleet-0", "fleet-1")]
+
+    before = canary_by_server()
+    client = Client(gateway.url)
+    for _ in range(1500):
+        assert client.get("/v2/models/team.echo/ready")[0] == 200
+    after = canary_by_server()
+    assert all(a - b >= 5 for a, b in zip(after, before)), (before, after)  # ~37 each expected
+
 
 def test_gateway_token_endpoint_refuses_missing_foreign_and_scopeless_tokens(gateway):
     client = Client(gateway.url)
