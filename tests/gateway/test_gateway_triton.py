@@ -3,6 +3,7 @@
 One gateway subprocess (from --table-file) serves one test model, versions 1 and 2 loaded side by
 side on both fleet servers (OUTPUT0 = INPUT0 * 2, VERSION = the version number).
 """
+import gzip
 import json
 import time
 
@@ -12,6 +13,7 @@ import tritonclient.http as triton_http
 from tritonclient.utils import InferenceServerException
 
 from tests.gateway.gateway_support import (
+    INFER_BODY,
     Client,
     endpoint,
     load_model,
@@ -106,6 +108,14 @@ def test_gateway_an_unchanged_tritonclient_gets_what_triton_gives(gateway, model
         np.testing.assert_array_equal(out, d_out)
         np.testing.assert_array_equal(ver, d_ver)
 
+    # Compressed both ways (Content-Encoding passes through untouched, as do binary tensors).
+    tensor = triton_http.InferInput("INPUT0", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x, binary_data=True)
+    result = via.infer("team.single", [tensor], request_compression_algorithm="gzip",
+                       response_compression_algorithm="gzip",
+                       outputs=[triton_http.InferRequestedOutput("OUTPUT0", binary_data=True)])
+    np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), x * 2)
+
     # A label and a number pick the version, whatever the weights say (canary has 5%).
     _, results = infer_both_ways(via, "team.echo", "stable")
     assert all((v == 1).all() for _, v in results)
@@ -124,6 +134,10 @@ def test_gateway_an_unchanged_tritonclient_gets_what_triton_gives(gateway, model
     assert json.loads(body)["model_version"] == "2"
     status, headers, _ = client.get("/v2/models/team.single/ready")
     assert status == 200 and headers["x-switchyard-variant"] == "stable"
+    status, headers, body = client.request("POST", "/v2/models/team.single/infer", INFER_BODY,
+                                           {"Accept-Encoding": "gzip"})
+    assert status == 200 and headers["content-encoding"] == "gzip"
+    assert json.loads(gzip.decompress(body))["outputs"][0]["data"] == [2.0, 4.0, 6.0, 8.0]
 
 
 def test_gateway_weights_hold_over_10k_requests(gateway):
