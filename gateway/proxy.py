@@ -220,9 +220,11 @@ class ClientConnection(asyncio.Protocol):
         "internal",
         "last_active",
         "parser",
+        "pending",
         "queue",
         "too_large",
         "transport",
+        "upstream_done",
         "url",
     )
 
@@ -243,6 +245,8 @@ class ClientConnection(asyncio.Protocol):
         self.queue: deque[Request] = deque()
         self.busy = False
         self.closed = False
+        self.pending: tuple | None = None  # the request on the fast path, while Triton answers it
+        self.upstream_done = self._upstream_done  # bound once, not per request
 
     # -- asyncio.Protocol
     def connection_made(self, transport) -> None:
@@ -507,8 +511,11 @@ class ClientConnection(asyncio.Protocol):
             return _error(503, f"endpoint '{endpoint.name}' variant '{variant.name}' has no ready server", keep,
                           gw.variant_headers(variant.name, variant.version))
         # A fresh draw for the server: the one that chose the variant lies in the variant's slice.
-        self._start(self._proxy(request, table, endpoint, variant, model.action, b"".join(forwarded),
-                                random.random()))
+        server_rand = random.random()
+        forwarded_bytes = b"".join(forwarded)
+        self.busy = True
+        if not self._proxy_now(request, table, endpoint, variant, model.action, forwarded_bytes, server_rand):
+            self._start(self._proxy(request, table, endpoint, variant, model.action, forwarded_bytes, server_rand))
         return None
 
     async def _proxy(self, request: Request, table: RoutingTable, endpoint: Endpoint, variant, action: str,
@@ -566,40 +573,99 @@ class ClientConnection(asyncio.Protocol):
                 self._write(_error(status, message, keep, vheaders), keep)
                 return
 
-            status = response.status
-            parts = [_status_line(status)]
-            add = parts.append
-            for name, value in response.headers:
-                if name.lower() in _DROP_RESPONSE:
-                    continue
-                add(name)
-                add(b": ")
-                add(value)
-                add(b"\r\n")
-            add(vheaders)
-            add(b"Content-Length: %d\r\n" % len(response.body))
-            if not keep:
-                add(b"Connection: close\r\n")
-            add(b"\r\n")
-            body = response.body
-            if len(body) > 65536:
-                self._write(b"".join(parts), True)
-                self._write(body, keep)
-            else:
-                add(body)
-                self._write(b"".join(parts), keep)
-
-            shadow = endpoint.shadow
-            if (shadow is not None and status == 200 and action == "infer" and shadow.percent > 0
-                    and random.random() * 100.0 < shadow.percent):
-                gw.shadower.mirror(table, endpoint, variant, request.method, forwarded, request.body, status,
-                                   response.headers, body, random.random())
+            status = self._respond(request, table, endpoint, variant, action, forwarded, response, vheaders)
         finally:
             metrics.in_flight -= 1
             metrics.request(endpoint.name, variant.name, str(variant.version), server_name, status,
                             gw.loop.time() - request.started)
             self._next()
 
+    def _respond(self, request: Request, table: RoutingTable, endpoint: Endpoint, variant, action: str,
+                 forwarded: bytes, response, vheaders: bytes) -> int:
+        """Write Triton's answer (status, headers less hop-by-hop ones, body byte for byte) with the
+        variant's headers; then maybe mirror the request to the shadow. Returns the status."""
+        keep = request.keep_alive
+        status = response.status
+        parts = [_status_line(status)]
+        add = parts.append
+        for name, value in response.headers:
+            if name.lower() in _DROP_RESPONSE:
+                continue
+            add(name)
+            add(b": ")
+            add(value)
+            add(b"\r\n")
+        add(vheaders)
+        add(b"Content-Length: %d\r\n" % len(response.body))
+        if not keep:
+            add(b"Connection: close\r\n")
+        add(b"\r\n")
+        body = response.body
+        if len(body) > 65536:
+            self._write(b"".join(parts), True)
+            self._write(body, keep)
+        else:
+            add(body)
+            self._write(b"".join(parts), keep)
+
+        shadow = endpoint.shadow
+        if (shadow is not None and status == 200 and action == "infer" and shadow.percent > 0
+                and random.random() * 100.0 < shadow.percent):
+            self.gw.shadower.mirror(table, endpoint, variant, request.method, forwarded, request.body, status,
+                                    response.headers, body, random.random())
+        return status
+
+    # The fast path: an idle pooled connection to the chosen server sends at once, and its answer
+    # comes back through a plain callback, with no task or future. Anything else (no idle
+    # connection, a connect, a retry) takes the _proxy coroutine above.
+    def _proxy_now(self, request: Request, table: RoutingTable, endpoint: Endpoint, variant, action: str,
+                   forwarded: bytes, rand: float) -> bool:
+        gw = self.gw
+        upstreams = gw.upstreams
+        sid = least_outstanding(variant.servers, upstreams.outstanding, gw.health.excluded(table), rand)
+        if sid is None:
+            return False
+        server = table.servers[sid]
+        pool = upstreams.pool(server)
+        conn = pool.idle_connection()
+        if conn is None:
+            return False
+        gw.metrics.in_flight += 1
+        outstanding = upstreams.outstanding
+        outstanding[sid] = outstanding.get(sid, 0) + 1
+        self.pending = (request, table, endpoint, variant, action, forwarded, server)
+        head = b"%s %s%s HTTP/1.1\r\nHost: %s\r\n%sContent-Length: %d\r\n\r\n" % (
+            request.method, pool.prefix, gw.upstream_path(variant.model, variant.version, action), pool.host_header,
+            forwarded, len(request.body))
+        conn.send_then(head, request.body, gw.loop.time() + upstreams.request_timeout, self.upstream_done)
+        return True
+
+    def _upstream_done(self, response, error) -> None:
+        request, table, endpoint, variant, action, forwarded, server = self.pending
+        self.pending = None
+        gw = self.gw
+        metrics = gw.metrics
+        gw.upstreams.outstanding[server.id] -= 1
+        metrics.in_flight -= 1
+        status = 502
+        vheaders = gw.variant_headers(variant.name, variant.version)
+        try:
+            if error is None:
+                gw.health.success(server.id)
+                status = self._respond(request, table, endpoint, variant, action, forwarded, response, vheaders)
+            else:
+                # Sent, so never retried: Triton may have run it.
+                if isinstance(error, UpstreamTimeout):
+                    status = 504
+                else:
+                    gw.health.failure(server)
+                keep = request.keep_alive
+                message = f"endpoint '{endpoint.name}' variant '{variant.name}': {error}"
+                self._write(_error(status, message, keep, vheaders), keep)
+        finally:
+            metrics.request(endpoint.name, variant.name, str(variant.version), server.name, status,
+                            gw.loop.time() - request.started)
+            self._next()
 
 def _cookie_value(header: str, name: str) -> str | None:
     for part in header.split(";"):

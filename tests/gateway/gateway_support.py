@@ -251,7 +251,8 @@ class FakeUpstream:
     Per request it reads the head and the Content-Length body, then by `mode`: "drop" closes the
     connection without a word (a server that died with the request in hand), "hang" never answers,
     "echo" answers 200 with a JSON account of the request line, headers and body length (keep-alive),
-    "slow" does the same after 0.5 s. `closed` counts connections the gateway closed.
+    "slow" does the same after 0.5 s; "echo-then-drop" and "echo-then-hang" answer a connection's
+    first request and drop or ignore the next. `closed` counts connections the gateway closed.
     """
 
     def __init__(self, mode: str):
@@ -276,6 +277,7 @@ class FakeUpstream:
 
     def _handle(self, conn):
         data = b""
+        served_here = 0
         with conn:
             while True:
                 while b"\r\n\r\n" not in data:
@@ -296,9 +298,13 @@ class FakeUpstream:
                 body, data = data[:length], data[length:]
                 request = {"line": line, "headers": headers, "body_length": len(body)}
                 self.received.append(request)
-                if self.mode == "drop":
+                served_here += 1
+                mode = self.mode
+                if mode.startswith("echo-then-"):
+                    mode = "echo" if served_here == 1 else mode.removeprefix("echo-then-")
+                if mode == "drop":
                     return
-                if self.mode == "hang":
+                if mode == "hang":
                     self.held.append(conn.dup())
                     return
                 if self.mode == "slow":

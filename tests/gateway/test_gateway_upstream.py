@@ -172,3 +172,39 @@ def test_gateway_limits_request_heads_and_closes_idle_connections(tmp_path):
     finally:
         gw.stop()
         echo.close()
+
+
+def test_gateway_a_reused_connection_that_fails_is_not_retried_either(tmp_path):
+    # The request goes out on a kept-alive connection (the gateway's fast path): dropped after it
+    # was sent is a 502, never answered a 504, and neither is sent anywhere else.
+    drop, hang, spare = FakeUpstream("echo-then-drop"), FakeUpstream("echo-then-hang"), FakeUpstream("echo")
+    data = table(1, [drop.entry(1), hang.entry(2), spare.entry(3)], [
+        endpoint("team.drops", [variant("stable", 1, 100, "m", [1])]),
+        endpoint("team.hangs", [variant("stable", 1, 100, "m", [2])]),
+    ])
+    gw = start_gateway(tmp_path, table_data=data, extra=["--request-timeout", "0.5"])
+    try:
+        client = Client(gw.url)
+        assert client.get("/v2/models/team.drops")[0] == 200
+        status, headers, body = client.get("/v2/models/team.drops")
+        assert status == 502 and "closed the connection" in json.loads(body)["error"]
+        assert headers["x-switchyard-variant"] == "stable"
+        assert (len(drop.received), drop.connections) == (2, 1)
+
+        assert client.get("/v2/models/team.hangs")[0] == 200
+        started = time.monotonic()
+        status, _, body = client.get("/v2/models/team.hangs")
+        assert status == 504 and "did not answer within 0.5 s" in json.loads(body)["error"]
+        assert 0.4 < time.monotonic() - started < 3.0
+        assert (len(hang.received), hang.connections) == (2, 1)
+        # The client's connection carries on.
+        assert client.get("/v2/health/live")[0] == 200
+        text = gw.metrics()
+        assert metric(text, "switchyard_gateway_requests_total", server="fake-echo-then-drop", code_class="5xx") == 1
+        assert metric(text, "switchyard_gateway_requests_total", server="fake-echo-then-hang", code_class="5xx") == 1
+        assert metric(text, "switchyard_gateway_in_flight_requests") == 0
+        assert spare.received == []
+    finally:
+        gw.stop()
+        for fake in (drop, hang, spare):
+            fake.close()
