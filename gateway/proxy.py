@@ -4,7 +4,13 @@ One `ClientConnection` per client connection parses requests with httptools, buf
 (it may be retried on another server before any byte left, and copied to a shadow) without ever
 parsing it, and answers pipelined requests strictly in order: one request per connection is
 being answered at a time, the rest wait in a queue. Local answers (health, errors, metrics) are
-written synchronously; a proxied request becomes one task.
+written synchronously. A proxied request that finds an idle upstream connection is sent at once
+and answered from a callback (the fast path, no task); otherwise it becomes one task, which may
+connect, wait for a free connection and retry what was never sent.
+
+Retry rule: only a request no byte of which reached a socket (connect refused, reset or timed out)
+goes to another server of the same variant, at most once per server; a request that was written
+is never sent again (Triton may have run it): a drop is a 502, no answer in time a 504.
 
 `Gateway` holds one worker's state and makes the routing decisions with gateway.routing and
 gateway.access. Every request keeps the table object it started with, so a table switch never
