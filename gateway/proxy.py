@@ -380,6 +380,8 @@ class ClientConnection(asyncio.Protocol):
                 return
             response = self.gw_handle(request)
             if response is not None:
+                if request.method == b"HEAD":  # the same head, no body
+                    response = response[:response.find(b"\r\n\r\n") + 4]
                 self._write(response, request.keep_alive)
                 if self.closed or not request.keep_alive:
                     return

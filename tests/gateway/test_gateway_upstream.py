@@ -157,6 +157,14 @@ def test_gateway_limits_request_heads_and_closes_idle_connections(tmp_path):
             assert sock.recv(65536).startswith(b"HTTP/1.1 414 ")
         assert echo.received == []
 
+        # HEAD answers carry no body, so the next answer on the connection still parses.
+        client = Client(gw.url)
+        for path, status in (("/v2/health/live", 200), ("/v2/models/team.echo", 405), ("/nothing", 404)):
+            got, headers, body = client.request("HEAD", path)
+            assert (got, body) == (status, b"") and "content-length" in headers
+        assert client.get("/v2/health/ready")[0] == 200
+        assert echo.received == []
+
         # An idle keep-alive connection, and one that never finishes its head, are closed.
         with socket.create_connection((host, port)) as idle, socket.create_connection((host, port)) as stuck:
             idle.sendall(b"GET /v2/models/team.echo HTTP/1.1\r\nHost: gw\r\n\r\n")
