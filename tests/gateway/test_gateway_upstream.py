@@ -216,3 +216,38 @@ def test_gateway_a_reused_connection_that_fails_is_not_retried_either(tmp_path):
         gw.stop()
         for fake in (drop, hang, spare):
             fake.close()
+
+
+def test_gateway_sigterm_finishes_requests_in_flight(tmp_path):
+    import signal
+    import socket
+
+    slow = FakeUpstream("slow")  # answers after 0.5 s
+    data = table(1, [slow.entry(1)], [endpoint("team.slow", [variant("stable", 1, 100, "m", [1])])])
+    try:
+        for workers in (1, 2):
+            slow.received.clear()
+            gw = start_gateway(tmp_path, table_data=data, workers=workers)
+            try:
+                answers = []
+
+                def call(url=gw.url, answers=answers):
+                    answers.append(Client(url).get("/v2/models/team.slow"))
+
+                clients = [threading.Thread(target=call) for _ in range(4)]
+                for t in clients:
+                    t.start()
+                assert wait_until(lambda: len(slow.received) == 4, timeout=5)
+                gw.process.send_signal(signal.SIGTERM)  # all four are waiting on the upstream
+                for t in clients:
+                    t.join(10)
+                # Everything already on its way was answered; then the process exited cleanly and
+                # the port no longer takes connections.
+                assert [s for s, _, _ in answers] == [200] * 4
+                assert gw.process.wait(10) == 0
+                with pytest.raises(OSError):
+                    socket.create_connection(("127.0.0.1", gw.port), timeout=2).close()
+            finally:
+                gw.stop()
+    finally:
+        slow.close()
