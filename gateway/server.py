@@ -338,6 +338,12 @@ async def _serve(args, index: int, run_dir: str | None, *, announce: bool, ready
     sweeper.cancel()
     if internal is not None:
         internal.close()
+        # The parent removes the run directory, but if it was killed the last worker out does.
+        for remove in (os.unlink, os.rmdir):
+            try:
+                remove(path if remove is os.unlink else run_dir)
+            except OSError:
+                pass
     health.close()
     upstreams.close()
     await source.stop()

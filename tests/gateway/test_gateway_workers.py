@@ -112,6 +112,24 @@ def test_gateway_refuses_a_port_in_use_and_a_broken_table_file(tmp_path):
         assert "Traceback" not in result.stderr
 
 
+def unix_socket_paths(pid: int) -> list[Path]:
+    """The paths of the Unix sockets process `pid` holds (its fds' inodes, in /proc/net/unix)."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    paths = []
+    for line in Path("/proc/net/unix").read_text().splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 8 and fields[6] in inodes:
+            paths.append(Path(fields[7]))
+    return paths
+
+
 def test_gateway_workers_die_with_a_killed_supervisor(tmp_path):
     from tests.gateway.gateway_support import start_gateway, wait_until
 
@@ -120,6 +138,8 @@ def test_gateway_workers_die_with_a_killed_supervisor(tmp_path):
         parent = gw.process.pid
         workers = [int(p) for p in Path(f"/proc/{parent}/task/{parent}/children").read_text().split()]
         assert len(workers) == 2
+        [run_dir] = {p.parent for p in unix_socket_paths(workers[0]) if p.name == "w0.sock"}
+        assert run_dir.name.startswith("switchyard-gateway-") and sorted(os.listdir(run_dir)) == ["w0.sock", "w1.sock"]
         os.kill(parent, signal.SIGKILL)
         gw.process.wait(10)
 
@@ -132,5 +152,7 @@ def test_gateway_workers_die_with_a_killed_supervisor(tmp_path):
             return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z")
 
         assert wait_until(lambda: all(gone(p) for p in workers), timeout=10)
+        # The last worker out removed the run directory its killed parent could not.
+        assert wait_until(lambda: not run_dir.exists(), timeout=5)
     finally:
         gw.stop()
