@@ -306,6 +306,7 @@ async def _serve(args, index: int, run_dir: str | None, *, announce: bool, ready
     server = await loop.create_server(lambda: ClientConnection(gw), sock=sock)
     internal = None
     if run_dir:
+        os.makedirs(run_dir, mode=0o700, exist_ok=True)  # gone if every worker had stopped on its own
         path = os.path.join(run_dir, f"w{index}.sock")
         if os.path.exists(path):
             os.unlink(path)  # a previous incarnation of this worker
