@@ -38,7 +38,7 @@ from gateway.routing import (
     upstream_path,
 )
 from gateway.table import Endpoint, RoutingTable
-from gateway.upstream import NotSent, UpstreamFailed, UpstreamTimeout
+from gateway.upstream import NotSent, Unanswered, UpstreamFailed, UpstreamTimeout
 
 try:
     from importlib.metadata import version as _dist_version
@@ -527,7 +527,11 @@ class ClientConnection(asyncio.Protocol):
         return None
 
     async def _proxy(self, request: Request, table: RoutingTable, endpoint: Endpoint, variant, action: str,
-                     forwarded: bytes, rand: float) -> None:
+                     forwarded: bytes, rand: float, tried: set[int] | None = None,
+                     error: Exception | None = None) -> None:
+        """Send to the least-outstanding server of the variant; a request that was never sent, or
+        that a server dropped without answering a byte, goes to the next one (each server once).
+        `tried` and `error`: what the fast path already tried."""
         gw = self.gw
         metrics = gw.metrics
         metrics.in_flight += 1
@@ -538,12 +542,17 @@ class ClientConnection(asyncio.Protocol):
         try:
             upath = gw.upstream_path(variant.model, variant.version, action)
             excluded = gw.health.excluded(table)
-            tried = None
             response = None
-            error = None
-            for _ in range(len(variant.servers)):
+            second_chance = True
+            for _ in range(len(variant.servers) + 1):
                 sid = least_outstanding(variant.servers, gw.upstreams.outstanding,
                                         excluded if tried is None else excluded | tried, rand)
+                if sid is None and second_chance and isinstance(error, Unanswered):
+                    # Every server was tried, the last one dropped the request unanswered, and is not
+                    # ejected: it may have closed a kept-alive connection just as the request left.
+                    # One more try, on another (or a new) connection.
+                    second_chance, tried = False, None
+                    sid = least_outstanding(variant.servers, gw.upstreams.outstanding, excluded, rand)
                 if sid is None:
                     break
                 server = table.servers[sid]
@@ -552,7 +561,7 @@ class ClientConnection(asyncio.Protocol):
                     request.method, pool.prefix, upath, pool.host_header, forwarded, len(request.body))
                 try:
                     response = await gw.upstreams.send(pool, head, request.body)
-                except NotSent as e:
+                except (NotSent, Unanswered) as e:
                     gw.health.failure(server)
                     tried = {sid} if tried is None else tried | {sid}
                     error = e
@@ -656,13 +665,22 @@ class ClientConnection(asyncio.Protocol):
         gw.upstreams.outstanding[server.id] -= 1
         metrics.in_flight -= 1
         status = 502
+        retried = False
         vheaders = gw.variant_headers(variant.name, variant.version)
         try:
             if error is None:
                 gw.health.success(server.id)
                 status = self._respond(request, table, endpoint, variant, action, forwarded, response, vheaders)
+            elif isinstance(error, Unanswered):
+                # Dropped without a byte of answer (a dead server, or a kept-alive connection it
+                # had just closed): another server of the variant takes it.
+                gw.health.failure(server)
+                self._start(self._proxy(request, table, endpoint, variant, action, forwarded, random.random(),
+                                        tried={server.id}, error=error))
+                retried = True
+                return
             else:
-                # Sent, so never retried: Triton may have run it.
+                # An answer cut off, or none in time: never retried, Triton may still be running it.
                 if isinstance(error, UpstreamTimeout):
                     status = 504
                 else:
@@ -671,9 +689,11 @@ class ClientConnection(asyncio.Protocol):
                 message = f"endpoint '{endpoint.name}' variant '{variant.name}': {error}"
                 self._write(_error(status, message, keep, vheaders), keep)
         finally:
-            metrics.request(endpoint.name, variant.name, str(variant.version), server.name, status,
-                            gw.loop.time() - request.started)
-            self._next()
+            if not retried:  # else the retry counts and answers it
+                metrics.request(endpoint.name, variant.name, str(variant.version), server.name, status,
+                                gw.loop.time() - request.started)
+                self._next()
+
 
 def _cookie_value(header: str, name: str) -> str | None:
     for part in header.split(";"):

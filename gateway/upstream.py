@@ -36,6 +36,13 @@ class UpstreamFailed(UpstreamError):
     """The request was written but no complete response came back (Triton may have run it)."""
 
 
+class Unanswered(UpstreamFailed):
+    """The request was written, then the connection closed before a single byte of an answer:
+    the server died or had just closed a kept-alive connection. Inference through the gateway is
+    stateless (a sequence model, whose requests must all reach one server, cannot be served
+    through it), so running it again elsewhere is safe, and the proxy retries it."""
+
+
 class UpstreamTimeout(UpstreamError):
     """No complete response within the request timeout."""
 
@@ -59,6 +66,7 @@ class UpstreamConnection(asyncio.Protocol):
         "keep_alive",
         "parser",
         "pool",
+        "received",
         "status",
         "transport",
         "waiter",
@@ -76,12 +84,14 @@ class UpstreamConnection(asyncio.Protocol):
         self.deadline = 0.0
         self.closed = False
         self.keep_alive = True
+        self.received = False  # any byte of the current request's answer
 
     # -- asyncio.Protocol
     def connection_made(self, transport) -> None:
         self.transport = transport
 
     def data_received(self, data: bytes) -> None:
+        self.received = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as e:
@@ -94,7 +104,10 @@ class UpstreamConnection(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         self.closed = True
         self.pool.discard(self)
-        self.fail(UpstreamFailed(f"{self.pool.name} closed the connection before answering"))
+        if self.received:
+            self.fail(UpstreamFailed(f"{self.pool.name} closed the connection in the middle of its answer"))
+        else:
+            self.fail(Unanswered(f"{self.pool.name} closed the connection before answering"))
 
     # -- httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -135,6 +148,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- use
     def send(self, head: bytes, body: bytes, deadline: float) -> asyncio.Future:
+        self.received = False
         self.waiter = waiter = self.pool.loop.create_future()
         self.deadline = deadline
         self.pool.busy.add(self)
@@ -148,6 +162,7 @@ class UpstreamConnection(asyncio.Protocol):
     def send_then(self, head: bytes, body: bytes, deadline: float, callback) -> None:
         """Like send(), but `callback(response, None)` or `callback(None, error)` runs when it is
         over, straight from the protocol: no future, no task (the proxy's fast path)."""
+        self.received = False
         self.callback = callback
         self.deadline = deadline
         self.pool.busy.add(self)

@@ -250,7 +250,8 @@ class FakeUpstream:
 
     Per request it reads the head and the Content-Length body, then by `mode`: "drop" closes the
     connection without a word (a server that died with the request in hand), "hang" never answers,
-    "echo" answers 200 with a JSON account of the request line, headers and body length (keep-alive),
+    "half" starts an answer and closes the connection in the middle of it (a server that died while
+    answering), "echo" answers 200 with a JSON account of the request line, headers and body length (keep-alive),
     "slow" does the same after 0.5 s; "echo-then-drop" and "echo-then-hang" answer a connection's
     first request and drop or ignore the next. `closed` counts connections the gateway closed.
     """
@@ -303,6 +304,9 @@ class FakeUpstream:
                 if mode.startswith("echo-then-"):
                     mode = "echo" if served_here == 1 else mode.removeprefix("echo-then-")
                 if mode == "drop":
+                    return
+                if mode == "half":
+                    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"outp")
                     return
                 if mode == "hang":
                     self.held.append(conn.dup())
