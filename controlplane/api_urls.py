@@ -22,6 +22,7 @@ urlpatterns = [
     path("", include("controlplane.serving.api_urls")),
     path("", include("controlplane.placements.api_urls")),
     path("gateway/", include("controlplane.endpoints.gateway_api")),
+    path("metrics/", include("controlplane.metrics.api_urls")),
     path("", include("controlplane.endpoints.api_urls")),
     *router.urls,
 ]

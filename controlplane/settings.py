@@ -45,6 +45,7 @@ INSTALLED_APPS = [
     "controlplane.serving",
     "controlplane.placements",
     "controlplane.endpoints",
+    "controlplane.metrics",
 ]
 
 MIDDLEWARE = [
@@ -154,6 +155,12 @@ SWITCHYARD_LIVE_SAMPLE_INTERVAL_SECONDS = env.positive_int("SWITCHYARD_LIVE_SAMP
 # The inference gateway (gateway/) fetches the routing table and reports in with this shared key
 # (Authorization: Bearer <key>). Unset, those endpoints answer 503: no key is ever made up.
 SWITCHYARD_GATEWAY_KEY = env.str("SWITCHYARD_GATEWAY_KEY", default="")
+
+# Prometheus (controlplane/metrics): the URL charts and gates query; empty runs without metrics.
+# Discovery (GET /api/v1/metrics/targets/) and `manage.py prometheus_config` use the intervals.
+SWITCHYARD_PROMETHEUS_URL = env.str("SWITCHYARD_PROMETHEUS_URL", default="").rstrip("/")
+SWITCHYARD_PROMETHEUS_GATEWAY_SCRAPE_SECONDS = env.positive_float("SWITCHYARD_PROMETHEUS_GATEWAY_SCRAPE_SECONDS", default=1.0)
+SWITCHYARD_PROMETHEUS_TRITON_SCRAPE_SECONDS = env.positive_float("SWITCHYARD_PROMETHEUS_TRITON_SCRAPE_SECONDS", default=10.0)
 
 # Celery. Without a broker URL, a filesystem broker under VAR_DIR needs no server process.
 REDIS_URL = env.str("REDIS_URL", default="")

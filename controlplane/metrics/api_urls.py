@@ -1,0 +1,8 @@
+"""API routes of this app, mounted under /api/v1/metrics/."""
+from django.urls import path
+
+from controlplane.metrics.discovery import TargetsView
+
+urlpatterns = [
+    path("targets/", TargetsView.as_view(), name="metrics-targets"),
+]
