@@ -114,3 +114,38 @@ def test_every_scheduled_name_is_a_registered_task():
     scheduled = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
     assert "placements.sample_live" in scheduled
     assert sorted(scheduled - set(app.tasks)) == []
+
+
+_HTTP_MODULES = ("urllib.request", "urllib3", "http.client", "requests", "httpx", "aiohttp", "socket", "geventhttpclient")
+
+
+def _speaks_http(names: set[str]) -> bool:
+    return any(name == m or name.startswith(f"{m}.") for name in names for m in _HTTP_MODULES)
+
+
+def test_only_the_prometheus_client_talks_to_prometheus():
+    """Prometheus's HTTP API is spoken by controlplane/metrics/client.py alone: no other module
+    names its query paths, no other module of the metrics app opens HTTP connections, and only
+    the metrics app and services import the client (as with the Triton client)."""
+    client = ROOT / "controlplane" / "metrics" / "client.py"
+    paths = [*ROOT.joinpath("controlplane").rglob("*.py"), *ROOT.joinpath("workers").rglob("*.py")]
+    naming_the_api, http_in_metrics, importers = [], [], []
+    for path in paths:
+        if path == client or "devstack" in path.parts:  # devstack runs Prometheus for the demo and tests
+            continue
+        rel = str(path.relative_to(ROOT))
+        source = path.read_text()
+        if "/api/v1/query" in source:
+            naming_the_api.append(rel)
+        names = _imports(path)
+        in_metrics = path.parent.name == "metrics" and path.parent.parent.name == "controlplane"
+        if in_metrics and _speaks_http(names):
+            http_in_metrics.append(rel)
+        if any(name == "controlplane.metrics.client" or name.startswith("controlplane.metrics.client.") for name in names):
+            is_service = path.name == "services.py" or path.parent.name == "services"
+            if not in_metrics and not is_service:
+                importers.append(rel)
+    assert naming_the_api == []
+    assert http_in_metrics == []
+    assert importers == []
+    assert "/api/v1/query_range" in client.read_text() and _speaks_http(_imports(client))
