@@ -67,7 +67,8 @@ TRITON_QUEUE_SHARE = Series(
     "share of request time spent queueing, 0..1 (absent without requests)")
 TRITON_BATCH_SIZE = Series(
     "switchyard:triton_batch_size:rate1m", TRITON_LABELS,
-    "achieved batch size: inferences per model execution (absent without executions)")
+    "achieved batch size: inferences per model execution (absent without executions; executions "
+    "that raised count as executions but not as inferences, so failures lower it)")
 # Summaries do not aggregate: these are per server only, never sum or average them across servers.
 TRITON_LATENCY_P50 = Series(
     "switchyard:triton_latency_us:p50", TRITON_LABELS,
