@@ -89,3 +89,35 @@ def test_gateway_service_runs_the_real_gateway_against_web():
     assert "v2/health/ready" in " ".join(service["healthcheck"]["test"])
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert "COPY gateway ./gateway" in dockerfile and "COPY cli ./cli" in dockerfile
+
+
+def test_prometheus_service_runs_the_generated_config_discovering_from_web():
+    """prometheus-config writes the config with the real command and flags into the volume the
+    prometheus service reads, pointed at web (which accepts that Host); web and the workers query it."""
+    import shlex
+
+    from django.core.management import load_command_class
+
+    from controlplane.metrics.config import CONFIG_FILE
+
+    writer, prometheus = SERVICES["prometheus-config"], SERVICES["prometheus"]
+    shell = writer["command"]
+    assert shell[:2] == ["sh", "-c"]
+    words = shlex.split(shell[2])
+    manage = words[:words.index("&&")]
+    assert manage[:3] == ["python", "manage.py", "prometheus_config"]
+    command = load_command_class(get_commands()["prometheus_config"], "prometheus_config")
+    options = command.create_parser("manage.py", "prometheus_config").parse_args(manage[3:])
+    assert options.switchyard_url == "http://web:8000"
+    assert SERVICES["web"]["environment"]["SWITCHYARD_ALLOWED_HOSTS"].endswith(",web")
+    volume = f"{options.out.split(':')[0]}"
+    assert f"prometheus-config:{volume}" in writer["volumes"]
+    assert f"prometheus-config:{volume}:ro" in prometheus["volumes"]
+    assert f"--config.file={volume}/{CONFIG_FILE}" in prometheus["command"]
+    assert prometheus["image"].startswith("prom/prometheus:v2.")
+    assert any(a.startswith("--storage.tsdb.retention.time=") for a in prometheus["command"])
+    assert prometheus["depends_on"]["prometheus-config"]["condition"] == "service_completed_successfully"
+    assert set(writer["environment"]) - Env.names - BOTO3_VARS == {"SWITCHYARD_PROMETHEUS_TOKEN"}
+    for name in ("web", "worker", "beat"):
+        assert SERVICES[name]["environment"]["SWITCHYARD_PROMETHEUS_URL"] == "http://prometheus:9090"
+    assert "SWITCHYARD_PROMETHEUS_URL" in Env.names
