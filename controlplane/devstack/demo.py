@@ -1,6 +1,7 @@
 """`make demo`: Switchyard on embedded defaults, from a fresh state each run.
 
-Starts moto's S3 server, three real tritonservers on it, a Celery worker and beat (on a
+Starts moto's S3 server, three real tritonservers on it, Prometheus (Debian's package; it
+discovers the servers and the gateway from the web server), a Celery worker and beat (on a
 filesystem broker unless REDIS_URL is set), the web server on SQLite and the inference gateway;
 seeds a demo team, models, versions, servers and an endpoint; prints the URLs and the login;
 stops everything on Ctrl-C.
@@ -18,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 from controlplane import devstack
+from controlplane.devstack.prometheus import PrometheusSetupError, start_prometheus
 from controlplane.devstack.s3 import ensure_bucket, start_s3_server
 from controlplane.devstack.triton import start_triton_server
 
@@ -74,11 +76,27 @@ def main() -> int:
     subprocess.run([*manage, "migrate", "--noinput", "-v0"], env=env, cwd=ROOT, check=True)
     say("seeding the demo team, models, versions and servers")
     servers = ",".join(f"triton-{i + 1}={t.http_url}|{t.grpc_url}|{t.metrics_url}" for i, t in enumerate(tritons))
-    subprocess.run([*manage, "seed_demo", "--servers", servers, "--password", PASSWORD], env=env, cwd=ROOT, check=True)
+    prometheus_dir = VAR / "prometheus"
+    subprocess.run([*manage, "seed_demo", "--servers", servers, "--password", PASSWORD,
+                    "--prometheus-token-file", str(prometheus_dir / "switchyard.token")], env=env, cwd=ROOT, check=True)
 
     port = int(os.environ.get("SWITCHYARD_DEMO_PORT", "8000"))
     if not devstack.port_is_free(port):
         port = devstack.free_ports(1)[0]
+    url = f"http://127.0.0.1:{port}/"
+
+    say("starting Prometheus (discovers the fleet and the gateway from the web server)")
+    subprocess.run([*manage, "prometheus_config", "--switchyard-url", url.rstrip("/"), "--out", str(prometheus_dir)],
+                   env=env, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+    try:
+        prometheus = start_prometheus(config_dir=prometheus_dir, log_dir=logs)
+        env["SWITCHYARD_PROMETHEUS_URL"] = prometheus.url
+        prometheus_line = f"  Prometheus: {prometheus.url}  (targets: {prometheus.url}/targets)\n"
+    except PrometheusSetupError as e:
+        # Switchyard runs without Prometheus (no charts); say how to get it.
+        print(f"warning: running without Prometheus. {e}", file=sys.stderr, flush=True)
+        env["SWITCHYARD_PROMETHEUS_URL"] = ""
+        prometheus_line = "  Prometheus: not running (install Debian's prometheus package for metrics)\n"
     say("starting the Celery worker, beat and the web server")
     celery = [python, "-m", "celery", "-A", "controlplane"]
     devstack.spawn([*celery, "worker", "--loglevel", "INFO", "--concurrency", "2"], log_path=logs / "worker.log", env=env, cwd=ROOT)
@@ -87,7 +105,6 @@ def main() -> int:
         log_path=logs / "beat.log", env=env, cwd=ROOT,
     )
     web = devstack.spawn([*manage, "runserver", f"127.0.0.1:{port}", "--noreload"], log_path=logs / "web.log", env=env, cwd=ROOT)
-    url = f"http://127.0.0.1:{port}/"
     if not devstack.wait_until(lambda: _answers(f"{url}login/") or devstack.has_exited(web), timeout=60) or devstack.has_exited(web):
         print(devstack.log_tail(logs / "web.log"), file=sys.stderr)
         devstack.stop_all()
@@ -115,6 +132,7 @@ def main() -> int:
         f"  API docs:  {url}api/docs/\n"
         f"  gateway:   {gateway_url}  (Triton HTTP/REST v2; endpoint vision.fraud-scorer follows label stable)\n"
         f"  S3:        {s3.endpoint_url} bucket {BUCKET}\n"
+        + prometheus_line
         + "".join(f"  {t.name}: {t.http_url}\n" for t in tritons)
         + f"  logs:      {logs}\n"
         "Press Ctrl-C to stop everything.\n",

@@ -1,14 +1,28 @@
 """Seed the demo: a platform admin, two teams, models with versions in S3, a pool, servers and an
 endpoint that the demo's gateway serves."""
-from django.core.management.base import BaseCommand
+from datetime import timedelta
+from pathlib import Path
 
-from controlplane.accounts.models import Role
-from controlplane.accounts.services import membership_set, team_create, user_create
+from django.core.management.base import BaseCommand
+from django.utils import timezone
+
+from controlplane.accounts.models import Role, Scope
+from controlplane.accounts.services import (
+    membership_set,
+    team_create,
+    token_create,
+    user_create,
+)
 from controlplane.audit.context import Actor
-from controlplane.devstack.testmodels import TEST_MODEL_INPUTS, TEST_MODEL_OUTPUTS, python_model_files
+from controlplane.devstack.testmodels import (
+    TEST_MODEL_INPUTS,
+    TEST_MODEL_OUTPUTS,
+    python_model_files,
+)
 from controlplane.endpoints.models import Access, EndpointKind
 from controlplane.endpoints.services import endpoint_create
 from controlplane.fleet.services import fleet_probe, pool_create, server_register
+from controlplane.metrics.config import write_files
 from controlplane.placements.services import placement_apply, placement_create
 from controlplane.quotas.services import quota_set
 from controlplane.registry.labels import label_set
@@ -24,8 +38,10 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--servers", default="", help="name=http_url|grpc|metrics, comma-separated")
         parser.add_argument("--password", required=True)
+        parser.add_argument("--prometheus-token-file", default="",
+                            help="write a read token of the admin here, for the demo's Prometheus (discovery)")
 
-    def handle(self, *args, servers: str, password: str, **options):
+    def handle(self, *args, servers: str, password: str, prometheus_token_file: str = "", **options):
         system = Actor.system()
         admin = user_create(actor=system, username="admin", password=password, is_staff=True, is_superuser=True)
         actor = Actor(user=admin, source="system")
@@ -69,5 +85,9 @@ class Command(BaseCommand):
         endpoint_create(actor=actor, team=vision, name="fraud-scorer", model=fraud, kind=EndpointKind.LABEL,
                         label="stable", access=Access.OPEN, sticky_header="X-User-Id",
                         description="Demo: follows the stable label; open to the local network.")
+        if prometheus_token_file:
+            _, secret = token_create(actor=actor, user=admin, name="demo-prometheus", scopes=[Scope.READ],
+                                     expires_at=timezone.now() + timedelta(days=30))
+            write_files(Path(prometheus_token_file).parent, {}, token=secret, credentials_file=Path(prometheus_token_file).name)
         counts = fleet_probe(actor=system)
         self.stdout.write(f"seeded 2 teams, 3 models, 5 versions, 1 placement, 1 endpoint; fleet: {counts}")
