@@ -1,4 +1,5 @@
 """GET /api/v1/metrics/targets/: Prometheus's http_sd discovery of Triton servers and gateways."""
+import io
 import json
 import re
 import time
@@ -157,3 +158,17 @@ def test_targets_query_count_does_not_grow_with_the_fleet_and_1000_servers_answe
     # The goal is 50 ms (benchmarks); a test only guards against an order of magnitude.
     print(f"discovery of 1,000 servers and 100 gateways: median {sorted(timings)[2] * 1000:.1f} ms")
     assert sorted(timings)[2] < 0.5, timings
+
+
+def test_the_demo_seed_writes_a_read_token_that_discovery_accepts(db, s3, tmp_path):
+    import stat
+
+    from django.core.management import call_command
+
+    token_file = tmp_path / "prometheus" / "switchyard.token"
+    call_command("seed_demo", "--password", "pw", "--prometheus-token-file", str(token_file), stdout=io.StringIO())
+    assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token_file.read_text().strip()}")
+    assert client.get(URL).status_code == 200
+    assert client.post("/api/v1/pools/", {"name": "nope"}, format="json").status_code == 403  # read only
