@@ -3,6 +3,8 @@ them, and the recording rules give the traffic's true rates; a Triton restart gi
 rate. Prometheus runs with 1 s intervals and the rules at a 10 s window (see conftest.py)."""
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.utils import timezone
 
@@ -146,5 +148,12 @@ def test_a_triton_restart_gives_no_negative_rate_and_no_spike(prometheus, promet
         assert highest <= RATE * 1.3
         assert (scalar(prometheus, f"min_over_time(switchyard:triton_requests:rate1m{{server=\"{server_name}\"}}[1m])")
                 or 0) >= 0
+
+        # Removed from Switchyard: dropped at a discovery refresh, with no config edit.
+        Server.objects.filter(name=server_name).delete()
+        removed_at = time.monotonic()
+        wait_for(lambda: not any(t["labels"].get("server") == server_name for t in prometheus.active_targets()),
+                 timeout=20, what="the removed server to be dropped")
+        print(f"removed server dropped after {time.monotonic() - removed_at:.1f} s")
     finally:
         traffic.stop()
