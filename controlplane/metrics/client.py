@@ -86,12 +86,14 @@ def prometheus_timeout() -> float:
     return float(settings.SWITCHYARD_PROMETHEUS_TIMEOUT_SECONDS)
 
 
-def client_from_settings() -> PrometheusClient:
-    """The client for the configured Prometheus; MetricsNotConfigured when there is none."""
+def client_from_settings(*, max_timeout: float | None = None) -> PrometheusClient:
+    """The client for the configured Prometheus; MetricsNotConfigured when there is none.
+    `max_timeout` shortens the deadline for a caller that must answer fast."""
     url = prometheus_url()
     if not url:
         raise MetricsNotConfigured("Metrics are not configured (SWITCHYARD_PROMETHEUS_URL is empty).")
-    return PrometheusClient(url, timeout=prometheus_timeout())
+    timeout = prometheus_timeout() if max_timeout is None else min(prometheus_timeout(), max_timeout)
+    return PrometheusClient(url, timeout=timeout)
 
 
 def choose_step(range_seconds: float, *, max_points: int = MAX_POINTS, min_step: int = MIN_STEP) -> int:

@@ -1,4 +1,9 @@
-"""Batching insight from Triton's cumulative statistics. Pure: no ORM, no I/O.
+"""Batching insight, from Prometheus's recorded rates or from Triton's cumulative statistics.
+Pure: no ORM, no I/O.
+
+With Prometheus configured, the numbers are its one-minute rates per (server, model, version),
+summed here over a placement's versions (`insight_from_rates`). Without it, a periodic task
+samples Triton's statistics and the numbers come from two samples (`batching_insight`).
 
 Triton counts since the model was loaded. Rates need two samples; the batch size and queue share
 come from the difference too when there was traffic in between (so they describe now, not the
@@ -68,7 +73,7 @@ class BatchingInsight:
     queue_share: float | None  # of the time requests spent in Triton, the share spent queueing
     requests_per_second: float | None  # None without a window
     window_seconds: float | None
-    basis: str  # "window": from the traffic in the window; "since load": from the totals; "" no traffic
+    basis: str  # "window": between two samples; "since load": from the totals; "prometheus": its rates; "" no traffic
     requests: int  # requests behind batch_size and queue_share
 
     @property
@@ -94,3 +99,39 @@ def batching_insight(current: StatsSample, previous: StatsSample | None = None) 
     batch, share = _ratios(current)
     basis = "since load" if current.executions > 0 else ""
     return BatchingInsight(batch, share, rps, window, basis, current.requests)
+
+
+PROMETHEUS = "prometheus"
+
+
+@dataclass(frozen=True)
+class VersionRates:
+    """Prometheus's rates for one version on one server; None where it has no value."""
+
+    requests: float | None  # per second
+    inferences: float | None  # per second
+    batch_size: float | None  # inferences per execution
+    queue_share: float | None  # 0..1
+
+
+def insight_from_rates(rates: list[VersionRates], *, window_seconds: float) -> BatchingInsight:
+    """One server's insight over the versions it serves: rates add up, the batch size is total
+    inferences over total executions, the queue share is weighted by requests. No value stays
+    None: a version Prometheus knows nothing about adds nothing, and nothing at all is no data."""
+    requests = [r.requests for r in rates if r.requests is not None]
+    inferences = executions = 0.0
+    for r in rates:
+        if r.inferences is not None and r.batch_size:
+            inferences += r.inferences
+            executions += r.inferences / r.batch_size
+    weighted = [(r.queue_share, r.requests) for r in rates if r.queue_share is not None and r.requests]
+    weight = sum(w for _, w in weighted)
+    rps = sum(requests) if requests else None
+    return BatchingInsight(
+        batch_size=inferences / executions if executions > 0 else None,
+        queue_share=sum(q * w for q, w in weighted) / weight if weight > 0 else None,
+        requests_per_second=rps,
+        window_seconds=window_seconds if rps is not None else None,
+        basis=PROMETHEUS if rates else "",
+        requests=round((rps or 0) * window_seconds),
+    )

@@ -34,7 +34,11 @@ def target_rows(placement: Placement, live: dict | None = None) -> list[TargetRo
 
 def placement_card(placement: Placement, live: dict | None = None) -> dict:
     rows = target_rows(placement, live)
+    first = next(iter((live or {}).values()), None)
     return {
+        # Where the batching columns come from ("prometheus" or "triton"), and why they are empty.
+        "insight_source": getattr(first, "insight_source", ""),
+        "insight_problem": getattr(first, "insight_problem", ""),
         "placement": placement,
         "rows": rows,
         "states": selectors.target_summary(r.target for r in rows),

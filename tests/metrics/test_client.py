@@ -106,6 +106,8 @@ def test_not_configured(settings):
     settings.SWITCHYARD_PROMETHEUS_TIMEOUT_SECONDS = 0.7
     client = c.client_from_settings()
     assert client.url == "http://127.0.0.1:9090/prom" and client.timeout == 0.7
+    assert c.client_from_settings(max_timeout=0.2).timeout == 0.2
+    assert c.client_from_settings(max_timeout=5).timeout == 0.7
 
 
 def test_a_bad_url_is_refused():
