@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from controlplane.metrics import series as S
 from controlplane.metrics.client import PrometheusClient
 
-# The gateway's own request counter (gateway/metrics.py): a gate's sample size counts requests
+# The gateway's own request counter, as the rules read it: a gate's sample size counts requests
 # exactly, with increase(), instead of estimating them from a rate.
-GATEWAY_REQUESTS_COUNTER = "switchyard_gateway_requests_total"
+from controlplane.metrics.rules import GATEWAY_REQUESTS as GATEWAY_REQUESTS_COUNTER
 
 SCOPE_KINDS = ("fleet", "endpoint", "model", "server")
 CHART_SERIES = (

@@ -85,6 +85,7 @@ def test_the_overview_says_when_metrics_are_not_configured_or_down(ui, settings,
     expect(throughput.locator(".chart-status")).to_have_text("Metrics are not configured")
     expect(throughput.locator(".chart-plot")).to_be_hidden()
     assert throughput.locator("canvas").count() == 0  # no chart of zeros
+    ui.screenshot("overview-charts-not-configured")
 
     settings.SWITCHYARD_PROMETHEUS_URL = "http://127.0.0.1:9"
     model = make_model(team, "fraud-scorer")
