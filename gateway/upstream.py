@@ -150,13 +150,7 @@ class UpstreamConnection(asyncio.Protocol):
     def send(self, head: bytes, body: bytes, deadline: float) -> asyncio.Future:
         self.received = False
         self.waiter = waiter = self.pool.loop.create_future()
-        self.deadline = deadline
-        self.pool.busy.add(self)
-        if body and len(body) > 65536:
-            self.transport.write(head)
-            self.transport.write(body)
-        else:
-            self.transport.write(head + body if body else head)
+        self._write(head, body, deadline)
         return waiter
 
     def send_then(self, head: bytes, body: bytes, deadline: float, callback) -> None:
@@ -164,10 +158,13 @@ class UpstreamConnection(asyncio.Protocol):
         over, straight from the protocol: no future, no task (the proxy's fast path)."""
         self.received = False
         self.callback = callback
+        self._write(head, body, deadline)
+
+    def _write(self, head: bytes, body: bytes, deadline: float) -> None:
         self.deadline = deadline
         self.pool.busy.add(self)
         if body and len(body) > 65536:
-            self.transport.write(head)
+            self.transport.write(head)  # no copy of a large body
             self.transport.write(body)
         else:
             self.transport.write(head + body if body else head)

@@ -15,6 +15,8 @@ import socket
 import subprocess
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -108,6 +110,15 @@ def wait_until(predicate: Callable[[], bool], *, timeout: float, interval: float
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval)
+
+
+def http_ok(url: str, *, timeout: float = 1.0) -> bool:
+    """Whether a GET of `url` answers 200: the readiness check of every local server here."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def log_tail(path: Path, lines: int = 40) -> str:

@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from controlplane import devstack
@@ -105,7 +104,7 @@ def main() -> int:
         log_path=logs / "beat.log", env=env, cwd=ROOT,
     )
     web = devstack.spawn([*manage, "runserver", f"127.0.0.1:{port}", "--noreload"], log_path=logs / "web.log", env=env, cwd=ROOT)
-    if not devstack.wait_until(lambda: _answers(f"{url}login/") or devstack.has_exited(web), timeout=60) or devstack.has_exited(web):
+    if not devstack.wait_until(lambda: devstack.http_ok(f"{url}login/") or devstack.has_exited(web), timeout=60) or devstack.has_exited(web):
         print(devstack.log_tail(logs / "web.log"), file=sys.stderr)
         devstack.stop_all()
         return 1
@@ -120,7 +119,7 @@ def main() -> int:
         log_path=logs / "gateway.log", env=env, cwd=ROOT,
     )
     gateway_url = f"http://127.0.0.1:{gateway_port}"
-    if not devstack.wait_until(lambda: _answers(f"{gateway_url}/v2/health/ready") or devstack.has_exited(gateway), timeout=30) \
+    if not devstack.wait_until(lambda: devstack.http_ok(f"{gateway_url}/v2/health/ready") or devstack.has_exited(gateway), timeout=30) \
             or devstack.has_exited(gateway):
         print(devstack.log_tail(logs / "gateway.log"), file=sys.stderr)
         devstack.stop_all()
@@ -147,14 +146,6 @@ def main() -> int:
     say("stopping")
     devstack.stop_all()
     return 0
-
-
-def _answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from controlplane.devstack import (
     LOOPBACK,
     free_ports,
     has_exited,
+    http_ok,
     log_tail,
     spawn,
     stop_process_group,
@@ -98,7 +99,7 @@ def start_prometheus(*, config_dir: Path, log_dir: Path, port: int | None = None
         "--web.enable-lifecycle",  # POST /-/reload after rewriting the config
     ], log_path=log_path, cwd=config_dir)
     server = PrometheusServer(port=port, config_dir=config_dir, log_path=log_path, process=process)
-    if not wait_until(lambda: _ready(server) or has_exited(process), timeout=timeout, interval=0.1) \
+    if not wait_until(lambda: http_ok(f"{server.url}/-/ready") or has_exited(process), timeout=timeout, interval=0.1) \
             or has_exited(process):
         server.stop()
         raise PrometheusStartError(
@@ -108,9 +109,3 @@ def start_prometheus(*, config_dir: Path, log_dir: Path, port: int | None = None
     return server
 
 
-def _ready(server: PrometheusServer) -> bool:
-    try:
-        with urllib.request.urlopen(f"{server.url}/-/ready", timeout=1) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False

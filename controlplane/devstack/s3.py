@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controlplane.devstack import LOOPBACK, free_ports, has_exited, log_tail, spawn, stop_process_group, wait_until
+from controlplane.devstack import (
+    LOOPBACK,
+    free_ports,
+    has_exited,
+    http_ok,
+    log_tail,
+    spawn,
+    stop_process_group,
+    wait_until,
+)
 
 ACCESS_KEY = "testing"
 SECRET_KEY = "testing"
@@ -73,7 +80,7 @@ def start_s3_server(*, log_dir: Path, port: int | None = None, timeout: float = 
         [sys.executable, "-m", "moto.server", "-H", LOOPBACK, "-p", str(port)], log_path=log_path
     )
     server = S3Server(port=port, log_path=log_path, process=process)
-    if not wait_until(lambda: _answers(server) or has_exited(process), timeout=timeout) or has_exited(process):
+    if not wait_until(lambda: http_ok(f"{server.endpoint_url}/moto-api/") or has_exited(process), timeout=timeout) or has_exited(process):
         server.stop()
         raise S3ServerError(
             f"moto S3 server on {server.host_port} did not answer within {timeout:.0f} s.\n"
@@ -82,12 +89,6 @@ def start_s3_server(*, log_dir: Path, port: int | None = None, timeout: float = 
     return server
 
 
-def _answers(server: S3Server) -> bool:
-    try:
-        with urllib.request.urlopen(f"{server.endpoint_url}/moto-api/", timeout=1) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 def ensure_bucket(client, bucket: str) -> None:

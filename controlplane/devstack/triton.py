@@ -14,8 +14,6 @@ import re
 import shutil
 import subprocess
 import sys
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from controlplane.devstack import (
     LOOPBACK,
     free_ports,
     has_exited,
+    http_ok,
     log_tail,
     port_is_free,
     spawn,
@@ -182,7 +181,7 @@ class TritonServer:
 
     def is_ready(self) -> bool:
         """/v2/health/ready answers 200 (with strict readiness: every loaded model is ready)."""
-        return _http_ok(f"{self.http_url}/v2/health/ready")
+        return http_ok(f"{self.http_url}/v2/health/ready")
 
     def stop(self) -> None:
         """SIGTERM the server's process group, SIGKILL after a grace period. Idempotent."""
@@ -198,7 +197,7 @@ class TritonServer:
         self.process = spawn(self._command, log_path=self.log_path, env=self._env, cwd=self._cwd)
         process = self.process
         # The metrics endpoint comes up a few ms after HTTP; callers expect both.
-        up = lambda: self.is_ready() and _http_ok(self.metrics_url)  # noqa: E731
+        up = lambda: self.is_ready() and http_ok(self.metrics_url)  # noqa: E731
         if not wait_until(lambda: up() or has_exited(process), timeout=timeout) or has_exited(process):
             exited = has_exited(process)
             self.stop()
@@ -283,14 +282,6 @@ def start_triton_server(
             if attempt == attempts or "already in use" not in str(e):
                 raise
     raise AssertionError("unreachable")
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=1) as resp:
-            return resp.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
 
 
 PLACEHOLDER = ".switchyard-keep"
