@@ -2,12 +2,13 @@
 import argparse
 import sys
 
-from benchmarks import api_latency, audit_badge, gateway_throughput
+from benchmarks import api_latency, audit_badge, gateway_throughput, metrics_pipeline
 
 BENCHMARKS = {
     "api_latency": api_latency.main,
     "audit_badge": audit_badge.main,
     "gateway_throughput": gateway_throughput.main,
+    "metrics_pipeline": metrics_pipeline.main,
 }
 
 
