@@ -135,3 +135,65 @@ def test_gateway_throughput_reads_wrk_and_times_a_switch():
     assert gateway_throughput.switch_time(records[:2], 10.0, "v2", now=11.0) is None  # v2 never answered
     records.append((10.8, 10.9, 502, "", 0))
     assert gateway_throughput.switch_counts(records, 10.0, 11.0, "v1", "v2") == (5, 1, 0)
+
+
+@pytest.mark.django_db(transaction=True)  # gunicorn, in another process, reads the servers from this database
+def test_metrics_pipeline_benchmark_runs_at_a_tiny_size():
+    """A fake Triton fleet, gunicorn serving discovery, three real Prometheus servers and promtool."""
+    from benchmarks import metrics_pipeline
+
+    out = io.StringIO()
+    result = metrics_pipeline.run(size="tiny", out=out)
+    text = out.getvalue()
+
+    tiny = metrics_pipeline.SIZES["tiny"]
+    assert [d.servers for d in result.discovery] == [tiny.reference_servers, tiny.servers]
+    for d in result.discovery:
+        assert d.targets == d.servers + tiny.gateways and d.queries > 0 and len(d.times_ms) == tiny.discovery_rounds
+    for p in result.pipelines:
+        assert p.targets_total == p.servers and p.scrapes > 0 and p.samples_per_s > 0 and p.rss_mb > 0, p
+        assert p.recorded_series == 5 * p.servers  # the shipped rules ran on every model version of every server
+    for c in result.charts:
+        assert len(c.api_ms) == len(c.raw_ms) == tiny.chart_rounds and c.lines >= 2 and c.points > 0, c
+
+    finals = {m["name"]: m["value"] for m in FINAL_LINE.finditer(text)}
+    numbers = [f"discovery_p95_ms_{tiny.servers}", f"discovery_p95_ms_{tiny.reference_servers}", "discovery_query_growth",
+               "chart_7d_p95_ms", "chart_7d_p50_ms", "chart_7d_raw_p95_ms", "chart_1h_p95_ms", "pipeline_scrape_p99_s",
+               "pipeline_rule_eval_max_s", "pipeline_missed_iterations", "pipeline_samples_per_s",
+               "pipeline_prometheus_cores", "pipeline_prometheus_rss_mb"]
+    for name in numbers + ["discovery_p95_ratio", "chart_7d_over_1h", "pipeline_targets_up", "pipeline_keeps_up"]:
+        assert name in finals, f"missing final line {name!r} in:\n{text}"
+    for name in numbers:
+        float(finals[name])
+    for name in ("discovery_p95_ratio", "chart_7d_over_1h"):
+        assert finals[name].endswith("x") and float(finals[name][:-1]) > 0, finals[name]
+    up, total = finals["pipeline_targets_up"].split("/")
+    assert int(total) == tiny.servers and 0 <= int(up) <= int(total)
+    assert finals["pipeline_keeps_up"] in ("yes", "no")
+
+
+def test_metrics_pipeline_is_registered_with_the_same_sizes():
+    from benchmarks import metrics_pipeline
+
+    assert BENCHMARKS["metrics_pipeline"] is metrics_pipeline.main
+    assert set(metrics_pipeline.SIZES) == set(api_latency.SIZES)
+
+
+def test_metrics_pipeline_fake_triton_pages_carry_the_series_the_rules_read():
+    import time
+
+    from benchmarks.fake_triton_fleet import FakeServer
+
+    server = FakeServer(3, time.time() - 60)
+    first, later = server.page(time.time()).decode(), server.page(time.time() + 30).decode()
+    for name in ("nv_inference_count", "nv_inference_request_success", "nv_inference_request_failure",
+                 "nv_inference_exec_count", "nv_inference_queue_duration_us", "nv_inference_request_duration_us",
+                 'nv_inference_request_summary_us{model="resnet50",version="2",quantile="0.99"}', "nv_cpu_utilization",
+                 "nv_gpu_utilization", "nv_gpu_memory_used_bytes"):
+        assert f"\n{name}" in first, name
+
+    def value(page, prefix):
+        return float(next(line for line in page.splitlines() if line.startswith(prefix)).rsplit(" ", 1)[1])
+
+    key = 'nv_inference_count{model="resnet50",version="1"}'
+    assert value(later, key) > value(first, key)  # counters grow
