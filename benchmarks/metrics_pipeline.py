@@ -75,17 +75,18 @@ class Size:
     chart_endpoints: int  # every third one has a third variant
     chart_days: int
     sample_s: int  # one recorded sample every sample_s seconds
+    dense_endpoints: int  # more endpoints, with a sample every second (the shipped gateway rule interval)
     chart_rounds: int
     wait_compaction: bool  # measure charts after Prometheus compacted the backfilled blocks
 
 
 SIZES = {
     "full": Size(servers=1000, reference_servers=10, gateways=10, discovery_rounds=100, scrape_s=10, window_s=90,
-                 chart_endpoints=24, chart_days=7, sample_s=15, chart_rounds=20, wait_compaction=True),
+                 chart_endpoints=24, chart_days=7, sample_s=15, dense_endpoints=1, chart_rounds=20, wait_compaction=True),
     "small": Size(servers=100, reference_servers=10, gateways=10, discovery_rounds=30, scrape_s=10, window_s=30,
-                  chart_endpoints=6, chart_days=7, sample_s=60, chart_rounds=5, wait_compaction=False),
+                  chart_endpoints=6, chart_days=7, sample_s=60, dense_endpoints=0, chart_rounds=5, wait_compaction=False),
     "tiny": Size(servers=10, reference_servers=2, gateways=2, discovery_rounds=3, scrape_s=2, window_s=8,
-                 chart_endpoints=2, chart_days=1, sample_s=60, chart_rounds=2, wait_compaction=False),
+                 chart_endpoints=2, chart_days=1, sample_s=60, dense_endpoints=1, chart_rounds=2, wait_compaction=False),
 }
 
 
@@ -139,6 +140,7 @@ class Pipeline:
 class ChartTiming:
     range_key: str
     series: str
+    dense: bool = False  # on the endpoint with a sample every second
     api_ms: list[float] = field(default_factory=list)
     raw_ms: list[float] = field(default_factory=list)
     points: int = 0
@@ -492,7 +494,7 @@ def measure_pipeline(procs: Processes, web_url: str, token: str, servers: int, s
 
 @dataclass
 class ChartSeed:
-    endpoints: list[tuple[str, list[str]]]  # (public name, variants)
+    endpoints: list[tuple[str, list[str], int]]  # (public name, variants, seconds between samples)
     start: int
     end: int
     samples: int
@@ -502,12 +504,14 @@ class ChartSeed:
     seconds: dict[str, float]
 
 
-def chart_endpoints(count: int) -> list[tuple[str, str, list[str]]]:
-    """(team slug, endpoint name, variants)."""
+def chart_endpoints(size: Size) -> list[tuple[str, list[str], int]]:
+    """(public name, variants, seconds between samples)."""
     out = []
-    for i in range(count):
+    for i in range(size.chart_endpoints):
         variants = ["blue", "green"] + (["shadow"] if i % 3 == 2 else [])
-        out.append((f"bench-t{i % 3}", f"ep-{i:02d}", variants))
+        out.append((f"bench-t{i % 3}.ep-{i:02d}", variants, size.sample_s))
+    for i in range(size.dense_endpoints):
+        out.append((f"bench-t0.dense-{i:02d}", ["blue", "green"], 1))
     return out
 
 
@@ -529,31 +533,31 @@ def _families(endpoint: str, variants: list[str]):
             yield series.name, lat, lambda f, q=q, k=k: q * (1 + 0.2 * k) * (0.7 + 0.6 * f)
 
 
-def write_openmetrics(directory: Path, endpoints: list[tuple[str, list[str]]], start: int, end: int, step: int) -> tuple[list[Path], int]:
+def write_openmetrics(directory: Path, endpoints: list[tuple[str, list[str], int]], start: int, end: int) -> tuple[list[Path], int]:
     """One OpenMetrics file per 2-hour block window: families grouped, `# TYPE ... gauge`,
     timestamps in seconds, `# EOF` last. Returns the files and the number of samples."""
     by_family: dict[str, list] = {}
-    for endpoint, variants in endpoints:
+    for endpoint, variants, step in endpoints:
         for family, labels, value in _families(endpoint, variants):
-            by_family.setdefault(family, []).append((labels, value))
+            by_family.setdefault(family, []).append((labels, value, step))
     files, samples = [], 0
     first_window = start - start % BLOCK_S
     for window in range(first_window, end + 1, BLOCK_S):
         lo, hi = max(start, window), min(end, window + BLOCK_S - 1)
-        lo += (-(lo - start)) % step  # on the sample grid
-        if lo > hi:
-            continue
-        times = list(range(lo, hi + 1, step))
-        factors = [1.0 + 0.5 * math.sin(2 * math.pi * (t % 86400) / 86400) for t in times]
-        stamps = [f" {t}\n" for t in times]
+        grids = {}  # step -> (factors, stamps): the times on that step's grid in this window
+        for step in {step for members in by_family.values() for *_, step in members}:
+            times = list(range(lo + (-(lo - start)) % step, hi + 1, step))
+            grids[step] = ([1.0 + 0.5 * math.sin(2 * math.pi * (t % 86400) / 86400) for t in times],
+                           [f" {t}\n" for t in times])
         path = directory / f"window-{window}.om"
         with open(path, "w") as f:
             for family, members in by_family.items():
                 f.write(f"# TYPE {family} gauge\n")
-                for labels, value in members:
+                for labels, value, step in members:
+                    factors, stamps = grids[step]
                     prefix = f"{family}{{{labels}}} "
                     f.write("".join([f"{prefix}{value(x):.6g}{s}" for x, s in zip(factors, stamps)]))
-                    samples += len(times)
+                    samples += len(stamps)
             f.write("# EOF\n")
         files.append(path)
     return files, samples
@@ -570,12 +574,11 @@ def backfill(procs: Processes, size: Size, out) -> tuple[ChartSeed, Path]:
     om_dir.mkdir(parents=True)
     data.mkdir(parents=True)
     (config_dir / "prometheus.yml").write_text("# Charts only: the backfilled blocks, nothing scraped.\nglobal: {}\n")
-    specs = chart_endpoints(size.chart_endpoints)
-    endpoints = [(f"{team}.{name}", variants) for team, name, variants in specs]
+    endpoints = chart_endpoints(size)
     end = int(time.time()) // size.sample_s * size.sample_s
     start = end - size.chart_days * 86400 - 3600  # a little more than the range, so its first point has data
     t0 = time.perf_counter()
-    files, samples = write_openmetrics(om_dir, endpoints, start, end, size.sample_s)
+    files, samples = write_openmetrics(om_dir, endpoints, start, end)
     seconds["write openmetrics"] = time.perf_counter() - t0
     t0 = time.perf_counter()
 
@@ -591,9 +594,10 @@ def backfill(procs: Processes, size: Size, out) -> tuple[ChartSeed, Path]:
     seconds["promtool blocks"] = time.perf_counter() - t0
     shutil.rmtree(om_dir, ignore_errors=True)
     blocks = sum(1 for p in data.iterdir() if p.is_dir() and len(p.name) == 26)
-    lines = sum(len(v) * 6 for _, v in endpoints)  # six series per variant (see _families)
-    print(f"  backfill: {lines} series x {samples // max(lines, 1)} samples ({samples:,} in all, one every "
-          f"{size.sample_s} s over {size.chart_days} d + 1 h) in {len(files)} files: written in "
+    lines = sum(len(v) * 6 for _, v, _ in endpoints)  # six series per variant (see _families)
+    dense = sum(len(v) * 6 for _, v, step in endpoints if step == 1)
+    print(f"  backfill: {lines} series, {samples:,} samples (one every {size.sample_s} s, {dense} of the series one "
+          f"every 1 s) over {size.chart_days} d + 1 h, in {len(files)} files: written in "
           f"{seconds['write openmetrics']:.1f} s, {blocks} blocks by promtool in {seconds['promtool blocks']:.1f} s",
           file=out, flush=True)
     return ChartSeed(endpoints=endpoints, start=start, end=end, samples=samples, lines=lines, files=len(files),
@@ -610,7 +614,7 @@ def seed_chart_rows(seed: ChartSeed):
 
     user = get_user_model().objects.create_user(username="bench-viewer", password=None)
     teams, models, ids = {}, {}, {}
-    for public, _ in seed.endpoints:
+    for public, _, _ in seed.endpoints:
         slug, name = public.split(".", 1)
         if slug not in teams:
             teams[slug] = Team.objects.create(slug=slug, display_name=slug)
@@ -624,17 +628,19 @@ def seed_chart_rows(seed: ChartSeed):
 
 def wait_for_compaction(url: str, blocks: int, timeout: float, out) -> int:
     """Prometheus compacts the 2-hour blocks into larger ones about a minute after it starts,
-    as it would have done while recording. Wait until the block count stops falling."""
-    deadline = time.monotonic() + timeout
-    loaded, stable_since = blocks, time.monotonic()
-    while time.monotonic() < deadline:
+    as it would have done while recording. Wait (up to `timeout`, at least 20 s) until the block
+    count has fallen and then stayed put for 10 s."""
+    deadline = time.monotonic() + max(timeout, 20.0)
+    loaded, stable_since = float(blocks), time.monotonic()
+    while True:
         now = sum(_pick(scrape_text(f"{url}/metrics"), "prometheus_tsdb_blocks_loaded"))
-        if now < loaded:
+        if now != loaded:
             loaded, stable_since = now, time.monotonic()
-        elif loaded < blocks and time.monotonic() - stable_since > 15:
+        if (loaded < blocks and time.monotonic() - stable_since >= 10) or time.monotonic() > deadline:
             break
-        time.sleep(2)
-    print(f"  chart Prometheus: {blocks} backfilled blocks, {int(loaded)} after compaction", file=out, flush=True)
+        time.sleep(1)
+    print(f"  chart Prometheus: {blocks} backfilled blocks, {int(loaded)} loaded when the charts were timed",
+          file=out, flush=True)
     return int(loaded)
 
 
@@ -649,11 +655,14 @@ def measure_charts(url: str, seed: ChartSeed, rounds: int) -> list[ChartTiming]:
     client.force_login(user)
     raw = PrometheusClient(url, timeout=10)
     timings = [ChartTiming(r, s) for r in ("1h", "7d") for s in CHART_SERIES]
-    names = [public for public, _ in seed.endpoints]
+    dense = [public for public, _, step in seed.endpoints if step == 1]
+    if dense:
+        timings += [ChartTiming(r, s, dense=True) for r in ("1h", "7d") for s in CHART_SERIES]
+    names = [public for public, _, step in seed.endpoints if step != 1]
     with override_settings(SWITCHYARD_PROMETHEUS_URL=url, SWITCHYARD_PROMETHEUS_TIMEOUT_SECONDS=10):
         for i in range(rounds + 1):  # the first round warms up
-            public = names[i % len(names)]
             for timing in timings:
+                public = (dense if timing.dense else names)[i % len(dense if timing.dense else names)]
                 path = f"/api/v1/metrics/series/?series={timing.series}&scope=endpoint:{ids[public]}&range={timing.range_key}"
                 t0 = time.perf_counter()
                 response = client.get(path)
@@ -737,14 +746,23 @@ def run(size: str = "full", rounds: int | None = None, out=None) -> Result:
 def _final(spec: Size, discovery: list[Discovery], pipelines: list[Pipeline], charts: list[ChartTiming]) -> dict[str, str]:
     ref, big = discovery
     pref, pbig = pipelines
-    c7 = [c for c in charts if c.range_key == "7d"]
-    c1 = [c for c in charts if c.range_key == "1h"]
+    c7 = [c for c in charts if c.range_key == "7d" and not c.dense]
+    c1 = [c for c in charts if c.range_key == "1h" and not c.dense]
+    d7 = [c for c in charts if c.range_key == "7d" and c.dense]
     worst7 = max(c7, key=lambda c: percentile(c.api_ms, 95))
     worst1 = max(c1, key=lambda c: percentile(c.api_ms, 95))
     med7 = statistics.median(v for c in c7 for v in c.api_ms)
     med1 = statistics.median(v for c in c1 for v in c.api_ms)
     raw7 = [v for c in c7 for v in c.raw_ms]
     interval = f"{spec.scrape_s:g} s"
+    dense = {}
+    if d7:
+        worst = max(d7, key=lambda c: percentile(c.api_ms, 95))
+        dense = {
+            "chart_7d_p95_ms_1s_samples": f"{percentile(worst.api_ms, 95):.1f} (goal: <= {GOAL_CHART_MS:.0f} ms; an endpoint with a sample every 1 s, the shipped gateway rule interval; worst series {worst.series})",
+            "chart_7d_p50_ms_1s_samples": f"{statistics.median(v for c in d7 for v in c.api_ms):.1f} (goal: none; the same, all three series)",
+            "chart_7d_raw_p95_ms_1s_samples": f"{percentile([v for c in d7 for v in c.raw_ms], 95):.1f} (goal: none; the range query alone)",
+        }
     return {
         f"discovery_p95_ms_{big.servers}": f"{big.p95:.1f} (goal: <= {GOAL_DISCOVERY_P95_MS:.0f} ms; {big.servers} servers, {spec.gateways} gateway replicas)",
         f"discovery_p95_ms_{ref.servers}": f"{ref.p95:.1f} (goal: none, the reference)",
@@ -755,6 +773,7 @@ def _final(spec: Size, discovery: list[Discovery], pipelines: list[Pipeline], ch
         "chart_7d_raw_p95_ms": f"{percentile(raw7, 95):.1f} (goal: none; the range query alone, for reference)",
         "chart_1h_p95_ms": f"{percentile(worst1.api_ms, 95):.1f} (goal: none, the reference; worst series {worst1.series})",
         "chart_7d_over_1h": f"{med7 / med1:.2f}x (goal: none; medians)",
+        **dense,
         "pipeline_targets_up": f"{pbig.targets_up_min}/{pbig.servers} (goal: all; lowest count in the window)",
         "pipeline_scrape_p99_s": f"{pbig.scrape_p99_s:.4f} (goal: well under {interval}; {pref.scrape_p99_s:.4f} at N={pref.servers})",
         "pipeline_rule_eval_max_s": f"{max(pbig.rule_eval_s, default=0):.4f} (goal: well under {interval}; {max(pref.rule_eval_s, default=0):.4f} at N={pref.servers})",
@@ -785,9 +804,9 @@ def _report(out, size, spec, discovery, pipelines, charts, chart_info, final, se
           "prometheus_target_interval_length_seconds; fleet cores = the fake fleet's CPU", file=out)
     print("chart (GET /api/v1/metrics/series/?scope=endpoint:<id>, a team viewer's session; raw = PrometheusClient.query_range):", file=out)
     print("  " + ", ".join(f"{k} {v}" for k, v in chart_info.items()), file=out)
-    print(f"  {'range':>5} {'series':<12} {'api p50':>7} {'p95':>7} {'min-max':>13} {'raw p50':>7} {'p95':>7} {'lines':>5} {'points':>6}", file=out)
+    print(f"  {'range':>5} {'samples':>7} {'series':<12} {'api p50':>7} {'p95':>7} {'min-max':>13} {'raw p50':>7} {'p95':>7} {'lines':>5} {'points':>6}", file=out)
     for c in charts:
-        print(f"  {c.range_key:>5} {c.series:<12} {statistics.median(c.api_ms):7.1f} {percentile(c.api_ms, 95):7.1f} "
+        print(f"  {c.range_key:>5} {'1 s' if c.dense else f'{spec.sample_s} s':>7} {c.series:<12} {statistics.median(c.api_ms):7.1f} {percentile(c.api_ms, 95):7.1f} "
               f"{f'{min(c.api_ms):.1f}-{max(c.api_ms):.1f}':>13} {statistics.median(c.raw_ms):7.1f} {percentile(c.raw_ms, 95):7.1f} "
               f"{c.lines:>5} {c.points:>6}", file=out)
     print("phases took " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()), file=out)
