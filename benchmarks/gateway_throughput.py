@@ -30,8 +30,8 @@ How it measures, all in one run, on loopback:
   weights flip from 100/0 to 0/100 and back; each flip is timed until 100% of responses come
   from the new variant, and until every worker has reported the new table version. Twice: with
   the table polled (each second), and pushed through Redis (PUBLISH on the gateway's channel, on
-  a private redis-server: pub/sub channels are not scoped by database number, so a shared server
-  would hand the table to every gateway listening there; skipped if Redis is not installed).
+  a private redis-server, so that no other gateway on the machine hears it; skipped if Redis is
+  not installed).
 
 No database and no Django. ``main()`` and ``run()`` start and stop every process they need
 (by PID, each in its own process group) and remove their temporary directory.
@@ -832,10 +832,10 @@ class RedisPublisher:
     def __init__(self, url: str):
         import redis
 
-        from gateway.tablesource import CHANNEL, REDIS_KEY
+        from gateway.table import REDIS_KEY, redis_channel
 
         self.client = redis.Redis.from_url(url, socket_timeout=5)
-        self.channel, self.key = CHANNEL, REDIS_KEY
+        self.channel, self.key = redis_channel(url), REDIS_KEY
 
     def publish(self, data: dict) -> None:
         payload = json.dumps(data)
@@ -849,8 +849,8 @@ class RedisPublisher:
 def start_redis(work: Path) -> Proc | None:
     """A private redis-server on a free loopback port, or None if Redis is not installed.
 
-    Private rather than the shared one on 6379: a pub/sub channel is not scoped by database
-    number, so a table published on a shared server would reach every gateway listening there.
+    Private rather than the shared one on 6379, so that nothing else on the machine (a test run's
+    gateways, another benchmark) publishes to or listens on the same server meanwhile.
     """
     from controlplane.devstack import spawn, wait_until
 

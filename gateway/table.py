@@ -40,8 +40,10 @@ import math
 import re
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 FORMAT = 1
+REDIS_KEY = "switchyard:routing-table"  # the last published table, in the Redis database of REDIS_URL
 SCOPES = frozenset({"read", "infer", "deploy", "admin"})
 ACCESS = frozenset({"open", "token"})
 # Public endpoint names are "<team>.<name>", each part a DNS label (RFC 1123), as model names are.
@@ -54,6 +56,18 @@ HEADER_RE = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,64}$")  # an RFC 9110 tok
 COOKIE_RE = HEADER_RE
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 URL_RE = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+(?:/[^\s?#]*)?$")  # no query, fragment or credentials
+
+
+def redis_channel(redis_url: str) -> str:
+    """The pub/sub channel that carries each published table through `redis_url`. A key lives in
+    one Redis database, but a channel belongs to the whole server; so the channel names the
+    database, and two installations (or test runs) sharing a Redis server on different databases
+    never take each other's tables."""
+    parts = urlsplit(redis_url)
+    db = parse_qs(parts.query).get("db", [""])[0]
+    if not db and parts.scheme != "unix":
+        db = parts.path.strip("/")
+    return f"{REDIS_KEY}@db{db or 0}"
 
 
 class TableError(ValueError):

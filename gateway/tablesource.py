@@ -3,8 +3,9 @@
 Three sources, any of which may fail without stopping the serving of the last good table:
 
 - HTTP poll of the control plane (`GET /api/v1/gateway/table`, conditional on the last ETag);
-- Redis push (channel `switchyard:routing-table`, carrying the whole table), with a `GET` of the
-  key of the same name right after each subscribe, to cover what was published while away;
+- Redis push (channel `switchyard:routing-table@db<N>`, see `table.redis_channel`, carrying the
+  whole table), with a `GET` of the key `switchyard:routing-table` right after each subscribe, to
+  cover what was published while away;
 - a file, read once at start, for air-gapped use and tests.
 
 A table replaces the current one only if its version is higher, so a late poll answer can never
@@ -37,12 +38,10 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from gateway.table import EMPTY, RoutingTable, TableError, parse_table
+from gateway.table import EMPTY, REDIS_KEY, RoutingTable, TableError, parse_table, redis_channel
 
 log = logging.getLogger("gateway.tablesource")
 
-CHANNEL = "switchyard:routing-table"
-REDIS_KEY = "switchyard:routing-table"
 TABLE_PATH = "/api/v1/gateway/table"
 REPORT_PATH = "/api/v1/gateway/replicas/report"
 POLL_INTERVAL = 1.0  # without Redis (or while Redis is down): the poll is the only way in
@@ -78,7 +77,7 @@ class TableSource:
         replica_id: str = "",
         address: str = "",
         stats: Callable[[], Mapping[str, Any]] | None = None,
-        channel: str = CHANNEL,
+        channel: str | None = None,
         redis_key: str = REDIS_KEY,
         clock: Callable[[], float] = time.time,
     ):
@@ -93,7 +92,7 @@ class TableSource:
         self.replica_id = replica_id or default_replica_id()
         self.address = address
         self.stats = stats
-        self.channel = channel
+        self.channel = channel or (redis_channel(redis_url) if redis_url else "")
         self.redis_key = redis_key
         self.clock = clock
 

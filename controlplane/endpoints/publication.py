@@ -5,7 +5,8 @@ once, after the commit. The beat task `endpoints.publish_table` calls `publish_i
 few seconds as a safety net (token expiry, a missed hook, a lost Redis message).
 
 Delivery to the gateway, both carrying the same bytes (`table_json`):
-- Redis: `SET switchyard:routing-table <json>` and `PUBLISH switchyard:routing-table <json>`, plus
+- Redis: `SET switchyard:routing-table <json>` and `PUBLISH switchyard:routing-table@db<N> <json>`
+  (the channel names REDIS_URL's database: channels are server-wide), plus
   `SET switchyard:routing-table:version <n>` (see `_PUSH`);
 - HTTP: `GET /api/v1/gateway/table` with `ETag: "<version>"` (controlplane/endpoints/gateway_api.py).
 Redis is a fast path only: when it is down the gateway's HTTP poll still converges.
@@ -22,10 +23,11 @@ from django.db.models import F
 from django.utils import timezone
 
 from controlplane.endpoints.models import RoutingTableState
+from gateway.table import REDIS_KEY, redis_channel
 
 log = logging.getLogger(__name__)
 
-REDIS_KEY = REDIS_CHANNEL = "switchyard:routing-table"
+# The key and the channel are the contract's (gateway.table), as the table itself is.
 REDIS_VERSION_KEY = "switchyard:routing-table:version"
 STATE_PK = 1
 
@@ -95,13 +97,13 @@ def _lock_state() -> None:
 
 
 # Versions only move forward in Redis: a delayed push of an older version (two publishers'
-# after-commit pushes racing) must not overwrite a newer table. ARGV: json, version, force.
+# after-commit pushes racing) must not overwrite a newer table. ARGV: json, version, force, channel.
 _PUSH = """
 local current = tonumber(redis.call('GET', KEYS[2]) or '-1')
 if ARGV[3] ~= '1' and current >= tonumber(ARGV[2]) then return 0 end
 redis.call('SET', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], ARGV[2])
-redis.call('PUBLISH', KEYS[1], ARGV[1])
+redis.call('PUBLISH', ARGV[4], ARGV[1])
 return 1
 """
 
@@ -123,7 +125,8 @@ def push_to_redis(payload: str, version: int, *, force: bool = False) -> bool:
     if not settings.REDIS_URL:
         return False
     try:
-        return bool(_redis().eval(_PUSH, 2, REDIS_KEY, REDIS_VERSION_KEY, payload, version, "1" if force else "0"))
+        return bool(_redis().eval(_PUSH, 2, REDIS_KEY, REDIS_VERSION_KEY, payload, version, "1" if force else "0",
+                                  redis_channel(settings.REDIS_URL)))
     except Exception:  # any Redis or network error
         log.warning("routing table v%s not pushed to Redis; gateways will poll it over HTTP", version, exc_info=True)
         return False

@@ -30,7 +30,7 @@ from controlplane.placements import services as placements
 from controlplane.placements.models import Placement, PlacementTarget, TargetState
 from controlplane.placements.services.state import Claim, Outcome, record_load, transition
 from controlplane.registry.labels import label_delete, label_set
-from gateway.table import parse_table
+from gateway.table import parse_table, redis_channel
 from tests.quotas.conftest import make_version
 from workers import endpoints as endpoint_tasks
 
@@ -132,7 +132,7 @@ def test_nothing_publishes_before_the_commit_nor_after_a_rollback(routed, builds
 
 def test_the_table_is_set_and_published_on_redis_as_the_same_bytes(routed, rds, django_capture_on_commit_callbacks):
     pubsub = rds.pubsub(ignore_subscribe_messages=True)
-    pubsub.subscribe(REDIS_KEY)
+    pubsub.subscribe(redis_channel(django_settings.REDIS_URL))
     try:
         pubsub.get_message(timeout=1.0)  # the subscription is in place
         number = committed(django_capture_on_commit_callbacks, publish_if_changed)

@@ -431,12 +431,13 @@ def test_reports_periodically_and_right_after_a_swap(plane):
 
 @pytest.fixture
 def redis_names():
-    redis = pytest.importorskip("redis")
+    import redis
+
     client = redis.Redis.from_url(REDIS_URL)
     try:
         client.ping()
     except redis.ConnectionError:
-        pytest.skip(f"no Redis at {REDIS_URL}")
+        pytest.fail(f"these tests need Redis at {REDIS_URL} (scripts/test starts it)")
     prefix = f"switchyard-test:{uuid.uuid4().hex}"
     names = {"channel": f"{prefix}:routing-table", "redis_key": f"{prefix}:routing-table"}
     yield client, names
