@@ -1,18 +1,19 @@
 """GET /api/v1/metrics/series/: one chart's data, for the UI's charts and for scripts."""
+from django.core.validators import RegexValidator
 from django.http import QueryDict
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from controlplane.common.api import StrictChoiceField, StrictSerializer
+from controlplane.common.api import StrictCharField, StrictChoiceField, StrictSerializer
 from controlplane.metrics import charts, queries
 
 
 class SeriesQuerySerializer(StrictSerializer):
     series = StrictChoiceField(choices=list(queries.CHART_SERIES), help_text="What to chart.")
-    scope = serializers.RegexField(
-        r"^(fleet|(endpoint|model|server):[1-9][0-9]{0,18})$", max_length=26,
+    scope = StrictCharField(
+        max_length=26, validators=[RegexValidator(r"^(fleet|(endpoint|model|server):[1-9][0-9]{0,18})$")],
         help_text="fleet, endpoint:<id>, model:<id> or server:<id>; objects of other teams answer 404.")
     range = StrictChoiceField(choices=list(charts.RANGES), default="1h", help_text="How far back from now.")
 

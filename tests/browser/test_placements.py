@@ -74,8 +74,9 @@ def test_model_page_shows_each_server_with_live_state_drift_and_batching(ui, pla
     expect(broken.locator(".target-error")).to_contain_text("RuntimeError: node broken: fail-init marker present")
     expect(broken.locator(".drift-badge")).to_have_text("missing")
     expect(broken).to_have_class("target state-failed drifted")
-    assert broken.locator("td").nth(1).evaluate("e => getComputedStyle(e).backgroundColor") == DRIFT_ROW_BACKGROUND
-    assert healthy.locator("td").nth(1).evaluate("e => getComputedStyle(e).backgroundColor") != DRIFT_ROW_BACKGROUND
+    # expect() retries: the live section may swap the rows in between (htmx), detaching them.
+    expect(broken.locator("td").nth(1)).to_have_css("background-color", DRIFT_ROW_BACKGROUND)
+    expect(healthy.locator("td").nth(1)).not_to_have_css("background-color", DRIFT_ROW_BACKGROUND)
 
     # What Triton said at the last sample arrives through htmx, with the batching numbers.
     expect(healthy.locator(".live .model-state")).to_have_text("v1 READY")

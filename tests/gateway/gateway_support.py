@@ -3,6 +3,7 @@ subprocess, a stand-in control plane that serves the table, keep-alive HTTP clie
 Prometheus text reader. Not a test module; the test_gateway_* modules import it."""
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import os
@@ -32,6 +33,14 @@ from tests.fleet_fixtures import TEST_BUCKET, TEST_PREFIX
 ROOT = Path(__file__).resolve().parents[2]
 INFER_BODY = json.dumps({"inputs": [{"name": "INPUT0", "datatype": "FP32", "shape": [1, 4],
                                      "data": [1.0, 2.0, 3.0, 4.0]}]}).encode()
+
+
+def run_async(coro, timeout: float = 20):
+    """`asyncio.run(coro)` with a timeout, in a thread of its own: in a full run, pytest-playwright's
+    sync API keeps an event loop running in the main thread for the rest of the session, and
+    asyncio.run refuses to start beside it."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, asyncio.wait_for(coro, timeout)).result()
 
 
 def unique(base: str = "gw") -> str:

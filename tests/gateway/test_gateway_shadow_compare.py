@@ -10,6 +10,7 @@ from gateway.metrics import Metrics
 from gateway.shadow import INLINE_COMPARE_BYTES, Shadower
 from gateway.table import parse_table
 from gateway.upstream import NotSent, Response
+from tests.gateway.gateway_support import run_async
 
 
 def binary_answer(values: np.ndarray) -> tuple[list, bytes]:
@@ -83,7 +84,7 @@ def test_gateway_shadow_compares_big_answers_off_the_loop_and_counts_every_copy(
         shadower.close()
         return metrics, upstreams, health
 
-    metrics, upstreams, health = asyncio.run(go())
+    metrics, upstreams, health = run_async(go(), 60)
     results = {k[3]: v for k, v in metrics.shadow.items()}
     # agree, disagree, error (a 500), error (unreachable), then two more agree and one dropped
     assert results == {"agree": 3, "disagree": 1, "error": 2}

@@ -13,6 +13,7 @@ import pytest
 from gateway import tablesource
 from gateway.table import EMPTY, TableError
 from gateway.tablesource import TableSource, http_request
+from tests.gateway.gateway_support import run_async
 
 KEY = "gateway-secret"
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/13")
@@ -104,7 +105,7 @@ def plane():
 
 
 def run(coro):
-    return asyncio.run(asyncio.wait_for(coro, 20))
+    return run_async(coro, 20)
 
 
 async def eventually(predicate, timeout=5.0):

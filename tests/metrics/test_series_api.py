@@ -1,9 +1,12 @@
 """GET /api/v1/metrics/series/: strict parameters, team isolation, Prometheus unset or down
 (answered fast, with a status, never zeros), and real rates from a real gateway and Prometheus."""
 import time
+import uuid
 
 import pytest
+from django.contrib.auth import get_user_model
 
+from controlplane.accounts.models import Membership, Role, Team
 from controlplane.endpoints.models import Endpoint, EndpointKind
 from controlplane.fleet.models import Pool, Server
 from controlplane.metrics import charts
@@ -111,8 +114,13 @@ def _last(line) -> float:
 
 @pytest.mark.django_db(transaction=True)
 def test_rates_from_a_real_gateway_through_a_real_prometheus(
-        api, settings, prometheus, prometheus_token, team, deployer, other_team, outsider, triton_fleet, s3_client, tmp_path):
+        api, settings, prometheus, prometheus_token, other_team, outsider, triton_fleet, s3_client, tmp_path):
     settings.SWITCHYARD_PROMETHEUS_URL = prometheus.url
+    # A team and a user of their own: the session's Prometheus still holds the series of earlier
+    # tests' "vision" endpoints and models, which a team-wide scope (server, fleet) rightly includes.
+    team = Team.objects.create(slug=f"rates-{uuid.uuid4().hex[:8]}")
+    deployer = get_user_model().objects.create_user(username=f"{team.slug}-deployer")
+    Membership.objects.create(user=deployer, team=team, role=Role.DEPLOYER)
     with chart_traffic(prometheus, team, triton_fleet, s3_client, tmp_path) as known:
         client = api(deployer)
         scope = f"endpoint:{known.endpoint.pk}"
