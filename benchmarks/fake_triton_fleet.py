@@ -167,8 +167,8 @@ async def serve(ports: list[int], host: str) -> None:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
-        listeners.append(await asyncio.start_server(lambda r, w, p=sock.getsockname()[1]: fleet.handle(p, r, w),
-                                                    sock=sock, backlog=64))
+        bound = sock.getsockname()[1]
+        listeners.append(await asyncio.start_server(lambda r, w, p=bound: fleet.handle(p, r, w), sock=sock, backlog=64))
     print(json.dumps({"ports": ports, "fake": "triton metrics pages"}), flush=True)
     await asyncio.gather(*(s.serve_forever() for s in listeners))
 

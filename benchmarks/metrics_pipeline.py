@@ -36,6 +36,8 @@ uses the current one, whose rows must be committed (gunicorn reads them from ano
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import math
 import os
@@ -141,6 +143,7 @@ class ChartTiming:
     range_key: str
     series: str
     dense: bool = False  # on the endpoint with a sample every second
+    frozen: bool = False  # timed after gc.freeze(): full collections no longer walk the startup objects
     api_ms: list[float] = field(default_factory=list)
     raw_ms: list[float] = field(default_factory=list)
     points: int = 0
@@ -584,7 +587,7 @@ def backfill(procs: Processes, size: Size, out) -> tuple[ChartSeed, Path]:
 
     def create(path: Path) -> None:
         done = subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics", "--quiet", str(path), str(data)],
-                              capture_output=True, text=True, timeout=600)
+                              capture_output=True, text=True, timeout=600, check=False)
         if done.returncode != 0:
             raise RuntimeError(f"promtool refused {path.name}: {done.stderr[-2000:]}")
         path.unlink()
@@ -644,20 +647,41 @@ def wait_for_compaction(url: str, blocks: int, timeout: float, out) -> int:
     return int(loaded)
 
 
-def measure_charts(url: str, seed: ChartSeed, rounds: int) -> list[ChartTiming]:
+@contextlib.contextmanager
+def gc_pauses():
+    """The durations (ms) of Python's full (generation 2) garbage collections in the block."""
+    pauses: list[float] = []
+    started = [0.0]
+
+    def callback(phase, info):
+        if info.get("generation") != 2:
+            return
+        if phase == "start":
+            started[0] = time.perf_counter()
+        else:
+            pauses.append((time.perf_counter() - started[0]) * 1000)
+
+    gc.callbacks.append(callback)
+    try:
+        yield pauses
+    finally:
+        gc.callbacks.remove(callback)
+
+
+def measure_charts(url: str, seed: ChartSeed, rounds: int, rows, *, frozen: bool = False) -> list[ChartTiming]:
     from django.test import Client, override_settings
 
     from controlplane.metrics import charts, queries
     from controlplane.metrics.client import PrometheusClient, aligned_range, choose_step
 
-    user, ids = seed_chart_rows(seed)
+    user, ids = rows
     client = Client()
     client.force_login(user)
     raw = PrometheusClient(url, timeout=10)
-    timings = [ChartTiming(r, s) for r in ("1h", "7d") for s in CHART_SERIES]
+    timings = [ChartTiming(r, s, frozen=frozen) for r in ("1h", "7d") for s in CHART_SERIES]
     dense = [public for public, _, step in seed.endpoints if step == 1]
     if dense:
-        timings += [ChartTiming(r, s, dense=True) for r in ("1h", "7d") for s in CHART_SERIES]
+        timings += [ChartTiming(r, s, dense=True, frozen=frozen) for r in ("1h", "7d") for s in CHART_SERIES]
     names = [public for public, _, step in seed.endpoints if step != 1]
     with override_settings(SWITCHYARD_PROMETHEUS_URL=url, SWITCHYARD_PROMETHEUS_TIMEOUT_SECONDS=10):
         for i in range(rounds + 1):  # the first round warms up
@@ -731,7 +755,22 @@ def run(size: str = "full", rounds: int | None = None, out=None) -> Result:
                       "samples": chart_seed.samples, "sample_s": spec.sample_s, "days": spec.chart_days,
                       "endpoints": len(chart_seed.endpoints), "chart prometheus rss mb": round(_rss_mb(chart_proc.pid)),
                       **{f"{k} s": round(v, 1) for k, v in chart_seed.seconds.items()}}
-        charts = measure_charts(chart_url, chart_seed, rounds or spec.chart_rounds)
+        rows = seed_chart_rows(chart_seed)
+        with gc_pauses() as pauses:  # the in-process side of the chart API's tail
+            charts = measure_charts(chart_url, chart_seed, rounds or spec.chart_rounds, rows)
+        chart_info["python gc gen2 pauses during the charts"] = len(pauses)
+        chart_info["their max ms"] = round(max(pauses, default=0.0), 1)
+        # The same again with the objects alive now frozen (what a web worker would get from
+        # gc.freeze() after loading the app): does the tail go with the full collections?
+        gc.collect()
+        gc.freeze()
+        try:
+            with gc_pauses() as pauses:
+                charts += measure_charts(chart_url, chart_seed, rounds or spec.chart_rounds, rows, frozen=True)
+        finally:
+            gc.unfreeze()
+        chart_info["after gc.freeze(): gen2 pauses"] = len(pauses)
+        chart_info["their max ms (frozen)"] = round(max(pauses, default=0.0), 1)
         seconds["charts"] = time.perf_counter() - t0
     finally:
         procs.stop_all()
@@ -746,6 +785,8 @@ def run(size: str = "full", rounds: int | None = None, out=None) -> Result:
 def _final(spec: Size, discovery: list[Discovery], pipelines: list[Pipeline], charts: list[ChartTiming]) -> dict[str, str]:
     ref, big = discovery
     pref, pbig = pipelines
+    frozen7 = [c for c in charts if c.range_key == "7d" and not c.dense and c.frozen]
+    charts = [c for c in charts if not c.frozen]
     c7 = [c for c in charts if c.range_key == "7d" and not c.dense]
     c1 = [c for c in charts if c.range_key == "1h" and not c.dense]
     d7 = [c for c in charts if c.range_key == "7d" and c.dense]
@@ -774,6 +815,7 @@ def _final(spec: Size, discovery: list[Discovery], pipelines: list[Pipeline], ch
         "chart_1h_p95_ms": f"{percentile(worst1.api_ms, 95):.1f} (goal: none, the reference; worst series {worst1.series})",
         "chart_7d_over_1h": f"{med7 / med1:.2f}x (goal: none; medians)",
         **dense,
+        "chart_7d_p95_ms_gc_frozen": f"{percentile(max(frozen7, key=lambda c: percentile(c.api_ms, 95)).api_ms, 95):.1f} (goal: none; the 7d charts again, the benchmark process frozen with gc.freeze)",
         "pipeline_targets_up": f"{pbig.targets_up_min}/{pbig.servers} (goal: all; lowest count in the window)",
         "pipeline_scrape_p99_s": f"{pbig.scrape_p99_s:.4f} (goal: well under {interval}; {pref.scrape_p99_s:.4f} at N={pref.servers})",
         "pipeline_rule_eval_max_s": f"{max(pbig.rule_eval_s, default=0):.4f} (goal: well under {interval}; {max(pref.rule_eval_s, default=0):.4f} at N={pref.servers})",
@@ -804,9 +846,9 @@ def _report(out, size, spec, discovery, pipelines, charts, chart_info, final, se
           "prometheus_target_interval_length_seconds; fleet cores = the fake fleet's CPU", file=out)
     print("chart (GET /api/v1/metrics/series/?scope=endpoint:<id>, a team viewer's session; raw = PrometheusClient.query_range):", file=out)
     print("  " + ", ".join(f"{k} {v}" for k, v in chart_info.items()), file=out)
-    print(f"  {'range':>5} {'samples':>7} {'series':<12} {'api p50':>7} {'p95':>7} {'min-max':>13} {'raw p50':>7} {'p95':>7} {'lines':>5} {'points':>6}", file=out)
+    print(f"  {'gc':>6} {'range':>5} {'samples':>7} {'series':<12} {'api p50':>7} {'p95':>7} {'min-max':>13} {'raw p50':>7} {'p95':>7} {'lines':>5} {'points':>6}", file=out)
     for c in charts:
-        print(f"  {c.range_key:>5} {'1 s' if c.dense else f'{spec.sample_s} s':>7} {c.series:<12} {statistics.median(c.api_ms):7.1f} {percentile(c.api_ms, 95):7.1f} "
+        print(f"  {'frozen' if c.frozen else '':>6} {c.range_key:>5} {'1 s' if c.dense else f'{spec.sample_s} s':>7} {c.series:<12} {statistics.median(c.api_ms):7.1f} {percentile(c.api_ms, 95):7.1f} "
               f"{f'{min(c.api_ms):.1f}-{max(c.api_ms):.1f}':>13} {statistics.median(c.raw_ms):7.1f} {percentile(c.raw_ms, 95):7.1f} "
               f"{c.lines:>5} {c.points:>6}", file=out)
     print("phases took " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()), file=out)

@@ -158,7 +158,8 @@ def test_metrics_pipeline_benchmark_runs_at_a_tiny_size():
 
     finals = {m["name"]: m["value"] for m in FINAL_LINE.finditer(text)}
     numbers = [f"discovery_p95_ms_{tiny.servers}", f"discovery_p95_ms_{tiny.reference_servers}", "discovery_query_growth",
-               "chart_7d_p95_ms", "chart_7d_p50_ms", "chart_7d_raw_p95_ms", "chart_1h_p95_ms", "chart_7d_p95_ms_1s_samples",
+               "chart_7d_p95_ms", "chart_7d_p50_ms", "chart_7d_raw_p95_ms", "chart_1h_p95_ms",
+               "chart_7d_p95_ms_1s_samples", "chart_7d_p95_ms_gc_frozen",
                "pipeline_scrape_p99_s",
                "pipeline_rule_eval_max_s", "pipeline_missed_iterations", "pipeline_samples_per_s",
                "pipeline_prometheus_cores", "pipeline_prometheus_rss_mb"]
