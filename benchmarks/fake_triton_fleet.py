@@ -24,6 +24,8 @@ import socket
 import sys
 import time
 
+from controlplane.devstack import free_ports
+
 MODELS = (("fraud-scorer", ("3", "4")), ("resnet50", ("1", "2")), ("bert-small", ("7",)))
 FAILURE_REASONS = ("REJECTED", "CANCELED", "BACKEND", "OTHER")
 QUANTILES = ("0.5", "0.9", "0.95", "0.99")
@@ -173,19 +175,6 @@ async def serve(ports: list[int], host: str) -> None:
     await asyncio.gather(*(s.serve_forever() for s in listeners))
 
 
-def _choose_ports(count: int, host: str) -> list[int]:
-    socks = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((host, 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.fake_triton_fleet", description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, help="simulated servers on free ports")
@@ -204,7 +193,7 @@ def main(argv=None) -> int:
     if soft < 2 * count + 64:
         print(f"open-files limit {soft} (hard {hard}) is too low for {count} servers", file=sys.stderr)
         return 2
-    ports = ports or _choose_ports(count, args.host)
+    ports = ports or free_ports(count, host=args.host)
     try:
         asyncio.run(serve(ports, args.host))
     except KeyboardInterrupt:

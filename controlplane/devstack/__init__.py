@@ -26,13 +26,13 @@ _live: set[subprocess.Popen] = set()
 _live_lock = threading.Lock()
 
 
-def free_ports(count: int = 1) -> list[int]:
-    """Distinct free TCP ports on loopback (held open together so they cannot repeat)."""
+def free_ports(count: int = 1, *, host: str = LOOPBACK) -> list[int]:
+    """Distinct free TCP ports on `host` (held open together so they cannot repeat)."""
     socks = []
     try:
         for _ in range(count):
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((LOOPBACK, 0))
+            s.bind((host, 0))
             socks.append(s)
         return [s.getsockname()[1] for s in socks]
     finally:
