@@ -46,6 +46,8 @@ INSTALLED_APPS = [
     "controlplane.placements",
     "controlplane.endpoints",
     "controlplane.metrics",
+    "controlplane.notifications",
+    "controlplane.deployments",
 ]
 
 MIDDLEWARE = [
