@@ -59,6 +59,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+from gateway.table import FORMAT
+
 GOAL_RATIO = 0.7  # gateway requests/s over nginx's
 GOAL_ADDED_P50_MS = 1.0  # gateway p50 minus direct p50, at 1 connection
 GOAL_RSS_GROWTH = 0.10  # growth of worker RSS from after the warm-up to the end
@@ -384,11 +386,11 @@ def start_nginx(nginx: str, work: Path, triton_port: int, workers: int) -> Proc:
 def table(triton_url: str, weights: tuple[int, ...] = (100,), version: int = 1) -> dict:
     """A routing table (gateway/table.py's contract) with the one open benchmark endpoint."""
     variants = [
-        {"name": f"v{n}", "version": n, "weight": weight, "model": MODEL, "servers": [1]}
+        {"name": f"v{n}", "version": n, "weight": weight, "model": MODEL, "servers": [1], "guard": None}
         for n, weight in enumerate(weights, start=1)
     ]
     return {
-        "format": 1, "version": version, "generated_at": time.time(),
+        "format": FORMAT, "version": version, "generated_at": time.time(),
         "servers": [{"id": 1, "name": "triton-bench", "url": triton_url, "healthy": True}],
         "tokens": [],
         "endpoints": [{

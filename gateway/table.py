@@ -8,7 +8,7 @@ know and keeps serving its last good table.
 Shape (every key is required; lists may be empty):
 
     {
-      "format": 1,
+      "format": 2,
       "version": 42,                        # grows by one with every published change
       "generated_at": 1764600000.0,         # unix seconds, when the control plane built it
       "servers": [{"id": 3, "name": "triton-a", "url": "http://10.0.0.3:8000", "healthy": true}],
@@ -22,10 +22,12 @@ Shape (every key is required; lists may be empty):
         "sticky": {"header": "X-User-Id"},  # or {"cookie": "uid"}, or null
         "labels": {"stable": 2, "canary": 3},
         "variants": [                       # in bucket order: sticky buckets are given out in this order
-          {"name": "canary", "version": 3, "weight": 5, "model": "vision.fraud-scorer", "servers": [3]},
-          {"name": "stable", "version": 2, "weight": 95, "model": "vision.fraud-scorer", "servers": [3, 4]}
+          {"name": "canary", "version": 3, "weight": 5, "model": "vision.fraud-scorer", "servers": [3],
+           "guard": {"max_error_ratio": 0.05, "min_requests": 20, "window_s": 10}},
+          {"name": "stable", "version": 2, "weight": 95, "model": "vision.fraud-scorer", "servers": [3, 4],
+           "guard": null}
         ],
-        "shadow": {"variant": {...same shape as a variant, weight 0...}, "percent": 10.0,
+        "shadow": {"variant": {...same shape as a variant, weight 0, guard null...}, "percent": 10.0,
                    "rtol": 1e-5, "atol": 1e-6}   # or null
       }]
     }
@@ -33,6 +35,12 @@ Shape (every key is required; lists may be empty):
 A variant's `servers` are the servers where its version is READY with the pinned config; a server
 that the prober reports down is still listed, with `healthy: false`, so the gateway can tell
 "no READY server" from "every READY server is down".
+
+A variant's `guard` (or null) is the data plane's own error-ratio brake (gateway/guard.py): once
+at least `min_requests` answers in the last `window_s` seconds were counted and more than
+`max_error_ratio` of them were errors (a 5xx, or no answer from upstream), the gateway gives the
+variant no more weighted or sticky traffic until a table changes its guard, and reports the trip
+to the control plane. Format 2 added it.
 """
 from __future__ import annotations
 
@@ -42,7 +50,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-FORMAT = 1
+FORMAT = 2
 REDIS_KEY = "switchyard:routing-table"  # the last published table, in the Redis database of REDIS_URL
 SCOPES = frozenset({"read", "infer", "deploy", "admin"})
 ACCESS = frozenset({"open", "token"})
@@ -95,12 +103,20 @@ class Token:
 
 
 @dataclass(frozen=True, slots=True)
+class Guard:
+    max_error_ratio: float  # trip when errors / requests is above this...
+    min_requests: int  # ...over at least this many answers...
+    window_s: float  # ...counted in the last window_s seconds
+
+
+@dataclass(frozen=True, slots=True)
 class Variant:
     name: str
     version: int
     weight: int
     model: str  # the Triton model name on the servers
     servers: tuple[int, ...]
+    guard: Guard | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +229,7 @@ def _endpoint(item: Any, path: str, servers: dict[int, Server]) -> Endpoint:
         sp = f"{path}.shadow"
         s = _object(e["shadow"], sp, {"variant", "percent", "rtol", "atol"})
         shadow = Shadow(
-            variant=_variant(s["variant"], f"{sp}.variant", servers),
+            variant=_variant(s["variant"], f"{sp}.variant", servers, shadow=True),
             percent=_number(s["percent"], f"{sp}.percent", minimum=0, maximum=100),
             rtol=_number(s["rtol"], f"{sp}.rtol", minimum=0),
             atol=_number(s["atol"], f"{sp}.atol", minimum=0),
@@ -224,8 +240,8 @@ def _endpoint(item: Any, path: str, servers: dict[int, Server]) -> Endpoint:
                     labels=labels, variants=variants, shadow=shadow)
 
 
-def _variant(item: Any, path: str, servers: dict[int, Server]) -> Variant:
-    v = _object(item, path, {"name", "version", "weight", "model", "servers"})
+def _variant(item: Any, path: str, servers: dict[int, Server], *, shadow: bool = False) -> Variant:
+    v = _object(item, path, {"name", "version", "weight", "model", "servers", "guard"})
     server_ids = tuple(_int(x, f"{path}.servers", minimum=1) for x in _list(v["servers"], f"{path}.servers"))
     for server_id in server_ids:
         if server_id not in servers:
@@ -238,6 +254,20 @@ def _variant(item: Any, path: str, servers: dict[int, Server]) -> Variant:
         weight=_int(v["weight"], f"{path}.weight", minimum=0, maximum=1_000_000),
         model=_str(v["model"], f"{path}.model", max_length=127),
         servers=server_ids,
+        guard=_guard(v["guard"], f"{path}.guard", shadow),
+    )
+
+
+def _guard(value: Any, path: str, shadow: bool) -> Guard | None:
+    if value is None:
+        return None
+    if shadow:
+        raise TableError(path, "must be null: the shadow takes no weighted traffic to guard")
+    g = _object(value, path, {"max_error_ratio", "min_requests", "window_s"})
+    return Guard(
+        max_error_ratio=_number(g["max_error_ratio"], f"{path}.max_error_ratio", minimum=0, maximum=1),
+        min_requests=_int(g["min_requests"], f"{path}.min_requests", minimum=1, maximum=1_000_000),
+        window_s=_positive(g["window_s"], f"{path}.window_s", maximum=600),
     )
 
 
@@ -288,6 +318,13 @@ def _number(value: Any, path: str, *, minimum: float | None = None, maximum: flo
         raise TableError(path, "must be a finite number")
     _bounds(value, path, minimum, maximum)
     return float(value)
+
+
+def _positive(value: Any, path: str, *, maximum: float) -> float:
+    number = _number(value, path, maximum=maximum)
+    if number <= 0:
+        raise TableError(path, "must be more than 0")
+    return number
 
 
 def _bounds(value, path, minimum, maximum) -> None:

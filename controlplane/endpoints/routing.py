@@ -64,7 +64,7 @@ def build_table(*, version: int = 0) -> dict:
     def variant(name: str, number: int, weight: int, endpoint: Endpoint) -> dict:
         servers = servers_of[endpoint.model_id][number]
         referenced.update(servers)
-        return {"name": name, "version": number, "weight": weight, "model": endpoint.model.triton_name, "servers": servers}
+        return {"name": name, "version": number, "weight": weight, "model": endpoint.model.triton_name, "servers": servers, "guard": None}
 
     rows = []
     for e in endpoints:

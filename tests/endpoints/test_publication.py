@@ -30,7 +30,7 @@ from controlplane.placements import services as placements
 from controlplane.placements.models import Placement, PlacementTarget, TargetState
 from controlplane.placements.services.state import Claim, Outcome, record_load, transition
 from controlplane.registry.labels import label_delete, label_set
-from gateway.table import parse_table, redis_channel
+from gateway.table import FORMAT, parse_table, redis_channel
 from tests.quotas.conftest import make_version
 from workers import endpoints as endpoint_tasks
 
@@ -84,7 +84,7 @@ def test_a_version_is_published_only_when_the_content_changes(routed, django_cap
 
 
 def test_the_digest_ignores_version_and_time(routed):
-    table = {"format": 1, "version": 3, "generated_at": 1.0, "servers": [], "tokens": [], "endpoints": []}
+    table = {"format": FORMAT, "version": 3, "generated_at": 1.0, "servers": [], "tokens": [], "endpoints": []}
     assert publication.table_digest(table) == publication.table_digest(table | {"version": 9, "generated_at": 2.0})
 
 

@@ -17,7 +17,7 @@ from controlplane.endpoints.routing import build_table
 from controlplane.fleet.models import Pool, Server, ServerStatus
 from controlplane.placements.models import Placement, PlacementTarget, TargetState
 from controlplane.registry.labels import label_set
-from gateway.table import TableError, parse_table
+from gateway.table import FORMAT, TableError, parse_table
 from tests.quotas.conftest import make_model, make_version
 
 
@@ -63,7 +63,7 @@ def endpoint_of(table, name):
 def test_an_empty_control_plane_builds_an_empty_valid_table(db):
     table = build_table()
     assert {k: table[k] for k in ("format", "version", "servers", "tokens", "endpoints")} == {
-        "format": 1, "version": 0, "servers": [], "tokens": [], "endpoints": []}
+        "format": FORMAT, "version": 0, "servers": [], "tokens": [], "endpoints": []}
     assert parse_table(table).endpoints == {}
 
 
@@ -79,7 +79,7 @@ def test_a_label_endpoint_has_one_variant_on_the_servers_where_its_version_is_re
         "name": "vision.scorer", "team": "vision", "access": "token", "sticky": None,
         "labels": {"canary": 3, "latest": 3, "stable": 2},
         "variants": [{"name": "stable", "version": 2, "weight": 100, "model": "vision.fraud-scorer",
-                      "servers": [servers[0].pk, servers[1].pk]}],
+                      "servers": [servers[0].pk, servers[1].pk], "guard": None}],
         "shadow": None,
     }
     assert table["servers"] == [
@@ -124,7 +124,7 @@ def test_a_shadow_is_a_zero_weight_variant_with_its_tolerances(team, model, numb
     assert (row["access"], row["sticky"]) == ("open", {"cookie": "uid"})
     assert row["shadow"] == {
         "variant": {"name": "shadow-v3", "version": 3, "weight": 0, "model": "vision.fraud-scorer",
-                    "servers": [servers[2].pk]},
+                    "servers": [servers[2].pk], "guard": None},
         "percent": 12.5, "rtol": 0.01, "atol": 0.001,
     }
     assert endpoint_of(table, "vision.quiet")["shadow"] is None  # 0 %: no shadow at all

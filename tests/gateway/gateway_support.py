@@ -27,7 +27,7 @@ from controlplane.devstack.testmodels import (
     test_model_config,
     upload_model_version,
 )
-from gateway.table import parse_table
+from gateway.table import FORMAT, parse_table
 from tests.fleet_fixtures import TEST_BUCKET, TEST_PREFIX
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,8 +110,9 @@ def server_entry(sid: int, triton, *, healthy: bool = True) -> dict:
     return {"id": sid, "name": triton.name, "url": triton.http_url, "healthy": healthy}
 
 
-def variant(name: str, version: int, weight: int, model: str, servers: list[int]) -> dict:
-    return {"name": name, "version": version, "weight": weight, "model": model, "servers": list(servers)}
+def variant(name: str, version: int, weight: int, model: str, servers: list[int], *, guard: dict | None = None) -> dict:
+    return {"name": name, "version": version, "weight": weight, "model": model, "servers": list(servers),
+            "guard": guard}
 
 
 def endpoint(name: str, variants: list[dict], *, access: str = "open", sticky: dict | None = None,
@@ -121,7 +122,7 @@ def endpoint(name: str, variants: list[dict], *, access: str = "open", sticky: d
 
 
 def table(version: int, servers: list[dict], endpoints: list[dict], tokens: list[dict] | None = None) -> dict:
-    data = {"format": 1, "version": version, "generated_at": time.time(), "servers": servers,
+    data = {"format": FORMAT, "version": version, "generated_at": time.time(), "servers": servers,
             "tokens": tokens or [], "endpoints": endpoints}
     parse_table(data)  # the contract: a test table must be one the control plane could publish
     return data

@@ -4,7 +4,7 @@ import hashlib
 import pytest
 
 from gateway.access import Caller, check_access
-from gateway.table import Endpoint, Token, parse_table
+from gateway.table import FORMAT, Endpoint, Token, parse_table
 
 NOW = 1_764_600_000.0
 
@@ -130,7 +130,7 @@ def test_open_endpoint_deploy_token_without_infer_may_choose():
 
 def test_against_a_parsed_table():
     table = parse_table({
-        "format": 1, "version": 1, "generated_at": 0, "servers": [],
+        "format": FORMAT, "version": 1, "generated_at": 0, "servers": [],
         "tokens": [{"team": "vision", "sha256": sha("sy_abc"), "scopes": ["infer", "deploy"], "expires_at": None}],
         "endpoints": [{"name": "vision.fraud-scorer", "team": "vision", "access": "token", "sticky": None,
                        "labels": {}, "variants": [], "shadow": None}],

@@ -8,7 +8,7 @@ import numpy as np
 from gateway.health import Health
 from gateway.metrics import Metrics
 from gateway.shadow import INLINE_COMPARE_BYTES, Shadower
-from gateway.table import parse_table
+from gateway.table import FORMAT, parse_table
 from gateway.upstream import NotSent, Response
 from tests.gateway.gateway_support import run_async
 
@@ -42,12 +42,14 @@ class FakeUpstreams:
 
 
 TABLE = parse_table({
-    "format": 1, "version": 1, "generated_at": 1.0, "tokens": [],
+    "format": FORMAT, "version": 1, "generated_at": 1.0, "tokens": [],
     "servers": [{"id": 1, "name": "a", "url": "http://127.0.0.1:9", "healthy": True},
                 {"id": 2, "name": "b", "url": "http://127.0.0.1:10", "healthy": True}],
     "endpoints": [{"name": "team.e", "team": "team", "access": "open", "sticky": None, "labels": {},
-                   "variants": [{"name": "stable", "version": 1, "weight": 1, "model": "m", "servers": [1]}],
-                   "shadow": {"variant": {"name": "next", "version": 2, "weight": 0, "model": "m", "servers": [2]},
+                   "variants": [{"name": "stable", "version": 1, "weight": 1, "model": "m", "servers": [1],
+                                 "guard": None}],
+                   "shadow": {"variant": {"name": "next", "version": 2, "weight": 0, "model": "m", "servers": [2],
+                                         "guard": None},
                               "percent": 100.0, "rtol": 1e-5, "atol": 1e-6}}],
 })
 

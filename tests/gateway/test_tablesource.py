@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from gateway import tablesource
-from gateway.table import EMPTY, TableError
+from gateway.table import EMPTY, FORMAT, TableError
 from gateway.tablesource import TableSource, http_request
 from tests.gateway.gateway_support import run_async
 
@@ -19,7 +19,7 @@ KEY = "gateway-secret"
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/13")
 
 
-def table(version, *, weight=100, fmt=1):
+def table(version, *, weight=100, fmt=FORMAT):
     return {
         "format": fmt, "version": version, "generated_at": 1_764_600_000.0 + version,
         "servers": [{"id": 1, "name": "triton-a", "url": "http://127.0.0.1:8000", "healthy": True}],
@@ -28,7 +28,7 @@ def table(version, *, weight=100, fmt=1):
             "name": "vision.fraud-scorer", "team": "vision", "access": "open", "sticky": None,
             "labels": {"stable": 2},
             "variants": [{"name": "stable", "version": 2, "weight": weight, "model": "vision.fraud-scorer",
-                          "servers": [1]}],
+                          "servers": [1], "guard": None}],
             "shadow": None,
         }],
     }
@@ -200,7 +200,7 @@ def test_a_table_breaking_the_contract_is_refused_and_fetched_again(plane):
 
     async def go():
         await src.poll_once()
-        plane.table = table(2, fmt=2)
+        plane.table = table(2, fmt=99)
         await src.poll_once()
         assert src.current.version == 1 and not src.source_ok and "format" in src.last_error
         await src.poll_once()  # must ask for the table again, not send the refused table's ETag
@@ -363,7 +363,7 @@ def test_table_file(tmp_path):
     assert src.current.version == 5 and src.source_ok and not src._tasks
 
 
-@pytest.mark.parametrize("content", ["{", json.dumps(table(5, fmt=2))])
+@pytest.mark.parametrize("content", ["{", json.dumps(table(5, fmt=99))])
 def test_a_bad_table_file_stops_the_start(tmp_path, content):
     path = tmp_path / "table.json"
     path.write_text(content)
@@ -609,9 +609,9 @@ def test_a_refused_table_shows_even_while_redis_works(plane):
     async def go():
         await src.poll_once()
         assert src.source_ok
-        src.offer(table(2, fmt=2), source="redis")
+        src.offer(table(2, fmt=99), source="redis")
         assert not src.source_ok and src.current.version == 1
-        plane.table = table(2, fmt=2)
+        plane.table = table(2, fmt=99)
         await src.poll_once()
         assert not src.source_ok
         plane.table = table(3)
