@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 
 from django.db.models import Max, Q
 from django.utils import timezone
@@ -52,23 +53,36 @@ def build_table(*, version: int = 0) -> dict:
             .values("model_id").annotate(latest=Max("version")).values_list("model_id", "latest")
         ):
             labels[model_id][LATEST] = number
+        # A target replaced on its own server (a same-servers green loaded beside blue, or blue
+        # unloaded after it) keeps serving its versions while the replacement loads: Triton swaps
+        # a model in only when its new load is READY, and keeps the old one if the load fails.
+        serving = Q(state=TargetState.READY) | Q(
+            state=TargetState.REMOVED, replaced_by__state__in=[TargetState.PENDING, TargetState.LOADING])
         for model_id, server_id, versions in (
-            PlacementTarget.objects.filter(model_id__in=model_ids, state=TargetState.READY, server__isnull=False)
+            PlacementTarget.objects.filter(serving, model_id__in=model_ids, server__isnull=False)
             .order_by("server_id").values_list("model_id", "server_id", "placement__versions")
         ):
             for number in versions:
-                servers_of[model_id][number].append(server_id)
+                if server_id not in servers_of[model_id][number]:
+                    servers_of[model_id][number].append(server_id)
+    rollouts = deployment_overrides({e.pk for e in endpoints})
 
     referenced: set[int] = set()
 
-    def variant(name: str, number: int, weight: int, endpoint: Endpoint) -> dict:
+    def variant(name: str, number: int, weight: int, endpoint: Endpoint, guard: dict | None = None) -> dict:
         servers = servers_of[endpoint.model_id][number]
         referenced.update(servers)
-        return {"name": name, "version": number, "weight": weight, "model": endpoint.model.triton_name, "servers": servers, "guard": None}
+        return {"name": name, "version": number, "weight": weight, "model": endpoint.model.triton_name,
+                "servers": servers, "guard": guard}
 
     rows = []
     for e in endpoints:
-        if e.kind == EndpointKind.LABEL:
+        if e.pk in rollouts:
+            # A rollout in progress: green first (so sticky buckets move monotonically to it as its
+            # share grows), then blue.
+            r = rollouts[e.pk]
+            variants = [variant("green", r.green, r.percent, e, r.guard), variant("blue", r.blue, 100 - r.percent, e)]
+        elif e.kind == EndpointKind.LABEL:
             number = labels[e.model_id].get(e.label)
             variants = [variant(e.label, number, 100, e)] if number is not None else []
         else:
@@ -104,6 +118,43 @@ def build_table(*, version: int = 0) -> dict:
     }
     parse_table(table)
     return table
+
+
+@dataclass(frozen=True)
+class Rollout:
+    blue: int
+    green: int
+    percent: int
+    guard: dict | None
+
+
+def deployment_overrides(endpoint_ids: set[int]) -> dict[int, Rollout]:
+    """Endpoints whose traffic a deployment moves now: blue and green with green's share, and the
+    data-plane guard on green while it takes traffic. One query."""
+    from controlplane.deployments.models import TRAFFIC_STATES, Deployment
+    from controlplane.deployments.spec import Gates
+
+    if not endpoint_ids:
+        return {}
+    found = {}
+    for endpoint_id, state, blue, green, percent, gates in Deployment.objects.filter(
+            endpoint_id__in=endpoint_ids, state__in=TRAFFIC_STATES).values_list(
+            "endpoint_id", "state", "blue_version__version", "green_version__version", "traffic_percent", "gates"):
+        found[endpoint_id] = Rollout(blue, green, percent, guard_of(Gates.from_dict(gates)) if state != "rolling_back" else None)
+    return found
+
+
+GUARD_MIN_REQUESTS = 10  # enough answers that a few unlucky errors do not trip it
+GUARD_WINDOW_S = 10
+
+
+def guard_of(gates) -> dict | None:
+    """The gateway's guard for green: the error-ratio gate, judged by each gateway on its own
+    answers at once, without waiting for Prometheus."""
+    if not gates.guard or gates.max_error_ratio is None:
+        return None
+    return {"max_error_ratio": gates.max_error_ratio, "min_requests": min(gates.min_requests, GUARD_MIN_REQUESTS),
+            "window_s": GUARD_WINDOW_S}
 
 
 def _active_tokens():

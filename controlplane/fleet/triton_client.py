@@ -26,7 +26,7 @@ import tritonclient.http as triton_http
 from gevent._hub_local import get_hub_if_exists
 from gevent.resolver.blocking import Resolver as BlockingResolver
 from geventhttpclient.response import HTTPParseError
-from tritonclient.utils import InferenceServerException
+from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
 DEFAULT_TIMEOUT = 5.0  # seconds, for health, index, config, stats and metrics calls
 DEFAULT_LOAD_TIMEOUT = 300.0  # loads pull artifacts and start backends; they can take minutes
@@ -174,6 +174,32 @@ class TritonClient:
         v = "" if version is None else str(version)
         body = self._call(f"stats {model}", lambda c: c.get_inference_statistics(model, v))
         return list(body.get("model_stats", []))
+
+    def warm_up(self, model: str, version: int, inputs: list[dict], *, max_batch_size: int = 0) -> list[str]:
+        """One inference of zeros through ``version`` (a deployment's smoke test); returns the
+        output names. ``inputs`` are the registry's tensor specs ({name, data_type, dims}); a
+        variable dimension (-1) becomes 1, and a batching model gets a batch of one."""
+        import numpy as np  # tritonclient's own dependency; only warm-ups need it here
+
+        _check_model_name(model)
+        tensors = []
+        for spec in inputs:
+            shape = [1 if d < 0 else d for d in spec.get("dims", [])]
+            if max_batch_size > 0:
+                shape = [1, *shape]
+            datatype = str(spec.get("data_type", "TYPE_FP32")).removeprefix("TYPE_")
+            datatype = "BYTES" if datatype == "STRING" else datatype
+            tensor = triton_http.InferInput(spec["name"], shape, datatype)
+            if datatype == "BYTES":
+                tensor.set_data_from_numpy(np.full(shape, b"", dtype=np.object_), binary_data=False)
+            elif datatype == "BOOL":
+                tensor.set_data_from_numpy(np.zeros(shape, dtype=bool), binary_data=False)
+            else:
+                tensor.set_data_from_numpy(np.zeros(shape, dtype=triton_to_np_dtype(datatype)), binary_data=False)
+            tensors.append(tensor)
+        result = self._call(f"warm-up {model} v{version}",
+                            lambda c: c.infer(model, tensors, model_version=str(version)))
+        return [o.get("name") for o in result.get_response().get("outputs", [])]
 
     def metrics(self, metrics_url: str) -> str:
         """The Prometheus text from a metrics URL such as http://127.0.0.1:8002/metrics."""
