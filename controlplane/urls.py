@@ -21,7 +21,7 @@ urlpatterns = [
     path("", include("controlplane.placements.urls")),
     path("", include("controlplane.fleet.urls")),
     path("", include("controlplane.endpoints.urls")),
-    path("deployments/", common_views.deployments, name="deployments"),
+    path("", include("controlplane.deployments.urls")),
     path("audit/", include("controlplane.audit.urls")),
     path("team/", accounts_views.team, name="team"),
     path("team/<slug:slug>/members/", accounts_views.member_add, name="member-add"),

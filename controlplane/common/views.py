@@ -19,11 +19,6 @@ def overview(request):
     )
 
 
-@login_required
-def deployments(request):
-    return render(request, "deployments.html")
-
-
 # Swagger UI: the split view serves its init script as a separate file, so script-src stays
 # 'self'. swagger-ui.css draws its icons from data: URIs, so this page alone may load data: images.
 api_docs = csp_update({"img-src": ["data:"]})(

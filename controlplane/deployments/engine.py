@@ -42,8 +42,8 @@ from controlplane.registry.models import VersionStatus
 log = logging.getLogger(__name__)
 
 GREEN, BLUE = "green", "blue"  # the variant names the routing table gives them during a rollout
-LOCK_TTL_S = 30  # a driver that died frees its deployment after this long
-BUDGET_S = 20  # one task drives at most this long, then hands over to a fresh one
+LOCK_TTL_S = 10  # a driver that died frees its deployment after this long (a longer step is still safe: every step is idempotent)
+BUDGET_S = 8  # one task drives at most this long, then hands over to a fresh one (and refreshes the lock)
 INLINE_WAIT_S = 1.0  # shorter waits are slept through; longer ones go back to the tick
 REPLICA_POLL_S = 0.05
 PROVISION_RETRIES = 1  # a failed green load is retried once before the rollout fails
