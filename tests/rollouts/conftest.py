@@ -38,8 +38,10 @@ KEY = "rollout-gateway-key"
 MODEL = "rollout-scorer"
 TRITON_NAME = f"vision.{MODEL}"
 ENDPOINT = f"vision.{MODEL}"
-# v1 blue; v2 a healthy green; v3 fails every request; v4 answers 150 ms slower than blue.
-VERSIONS = {1: {}, 2: {}, 3: {"failure_rate": 1.0, "failure_mode": "error_response"}, 4: {"latency_ms": 150}}
+# v1 blue; v2 a healthy green; v3 fails every second request (so its first, the warm-up, passes);
+# v4 answers 150 ms slower than blue; v5 fails every request, the warm-up included.
+VERSIONS = {1: {}, 2: {}, 3: {"failure_rate": 0.5, "failure_mode": "error_response"}, 4: {"latency_ms": 150},
+            5: {"failure_rate": 1.0, "failure_mode": "error_response"}}
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05):

@@ -55,3 +55,108 @@ def test_a_healthy_canary_moves_step_by_step_then_blue_retires(stack):
     wait_for(lambda: not PlacementTarget.objects.filter(model=stack.model, server=stack.servers[0])
              .exclude(state=TargetState.REMOVED).exists(), 30, "blue's target to go")
     assert Deployment.objects.get(pk=d.pk).traffic_percent == 100
+
+
+def test_same_servers_green_loads_beside_blue_without_a_failed_request(stack):
+    load = Load(stack.gateway.url).start()
+    try:
+        wait_for(lambda: len(load.answers) > 20, 20, "traffic through the gateway")
+        d = deployment_create(actor=stack.actor, data={
+            "endpoint": ENDPOINT, "version": 2, "strategy": "canary", "canary_percent": 30, "bake_s": 2,
+            "placement": "same_servers", "gates": FAST_GATES, "rollback_window_s": 2, "reason": "same servers",
+        })
+        assert d.plan["surge"] == 0
+        wait_for(lambda: _state(d) == "retired", 120, "the rollout to finish and blue to retire")
+        done = time.monotonic()
+        # Blue is unloaded by loading green alone on the same server: wait for that reload.
+        wait_for(lambda: PlacementTarget.objects.filter(model=stack.model, server=stack.servers[0],
+                                                        state=TargetState.READY, placement__versions=[2]).exists(),
+                 30, "fleet-0 to hold v2 alone")
+        time.sleep(1)
+    finally:
+        load.stop()
+    assert [a for a in load.answers if a.version is None] == []  # the reloads on fleet-0 lost nothing
+    assert {a.version for a in load.since(done)} == {2}
+    assert {1, 2} <= {a.version for a in load.answers}
+
+
+def test_a_failing_green_is_rolled_back_on_its_own_and_blue_clients_never_fail(stack):
+    load = Load(stack.gateway.url).start()
+    try:
+        wait_for(lambda: len(load.answers) > 20, 20, "traffic through the gateway")
+        d = deployment_create(actor=stack.actor, data={
+            "endpoint": ENDPOINT, "version": 3, "strategy": "canary", "canary_percent": 50, "bake_s": 30,
+            "placement": "new_servers", "servers": ["fleet-1"], "gates": FAST_GATES, "reason": "a bad green",
+        })
+        wait_for(lambda: _state(d) in ("rolling_back", "rolled_back"), 60, "the automatic rollback")
+        wait_for(lambda: _state(d) == "rolled_back", 30, "the rollback to finish")
+        time.sleep(1)
+    finally:
+        load.stop()
+    d.refresh_from_db()
+    assert d.cause == "breach"
+    assert VersionLabel.objects.get(model=stack.model, name="stable").version.version == 1
+    failed = [a for a in load.answers if a.version is None]
+    assert failed, "green failed some requests before the rollback"
+    # Clients that blue served while green took traffic never saw a failure, start to end.
+    first, last = failed[0].at, failed[-1].at
+    blue_users = {a.user for a in load.answers if first <= a.at <= last and a.version == 1}
+    assert blue_users and not [a for a in failed if a.user in blue_users]
+    # The gateway's guard stopped green after a handful of failures, well before the 30 s bake
+    # ended, and the control plane confirmed it with a rollback.
+    assert len(failed) <= 40
+    assert d.transitions.filter(to_state="rolling_back", event="breach").exists()
+    assert GateEvaluation.objects.filter(deployment=d, verdict="fail").exists()
+    wait_for(lambda: not PlacementTarget.objects.filter(model=stack.model, server=stack.servers[1])
+             .exclude(state=TargetState.REMOVED).exists(), 30, "green to be unloaded")
+
+
+def test_a_slow_green_breaches_the_relative_p99_gate_and_rolls_back(stack):
+    load = Load(stack.gateway.url).start(threads=3)
+    try:
+        wait_for(lambda: len(load.answers) > 20, 20, "traffic through the gateway")
+        d = deployment_create(actor=stack.actor, data={
+            "endpoint": ENDPOINT, "version": 4, "strategy": "canary", "canary_percent": 50, "bake_s": 3,
+            "placement": "new_servers", "servers": ["fleet-1"],
+            "gates": {**FAST_GATES, "max_p99_ratio": 1.5}, "reason": "a slow green",
+        })
+        wait_for(lambda: _state(d) == "rolled_back", 90, "the rollback")
+    finally:
+        load.stop()
+    d.refresh_from_db()
+    assert d.cause == "breach"
+    failing = GateEvaluation.objects.filter(deployment=d, gate="p99_vs_blue", verdict="fail")
+    assert failing.count() >= 2 and all(e.value > 1.5 for e in failing)
+    assert [a for a in load.answers if a.version is None] == []
+
+
+def test_too_little_traffic_pauses_with_no_data_and_never_passes(stack):
+    d = deployment_create(actor=stack.actor, data={
+        "endpoint": ENDPOINT, "version": 2, "strategy": "canary", "canary_percent": 20, "bake_s": 1,
+        "placement": "new_servers", "servers": ["fleet-1"], "gates": FAST_GATES, "reason": "nobody calls it",
+    })
+    wait_for(lambda: _state(d) == "paused", 60, "the pause")
+    time.sleep(3)
+    d.refresh_from_db()
+    assert d.state == "paused" and d.traffic_percent == 20
+    assert "No data" in d.status_text and "fewer than the minimum of 5" in d.status_text
+    assert not GateEvaluation.objects.filter(deployment=d, verdict="pass").exists() or \
+        GateEvaluation.objects.filter(deployment=d, verdict="no_data").exists()
+    assert VersionLabel.objects.get(model=stack.model, name="stable").version.version == 1
+
+
+def test_a_green_that_fails_its_warm_up_never_takes_traffic(stack):
+    load = Load(stack.gateway.url).start()
+    try:
+        wait_for(lambda: len(load.answers) > 20, 20, "traffic through the gateway")
+        d = deployment_create(actor=stack.actor, data={
+            "endpoint": ENDPOINT, "version": 5, "strategy": "canary", "canary_percent": 50, "bake_s": 5,
+            "placement": "new_servers", "servers": ["fleet-1"], "gates": FAST_GATES, "reason": "broken green",
+        })
+        wait_for(lambda: _state(d) == "failed", 60, "the rollout to fail")
+    finally:
+        load.stop()
+    assert "warm-up inference failed" in d.transitions.get(to_state="rolling_back").reason
+    assert "shifting" not in _states(d)
+    assert [a for a in load.answers if a.version is None] == []
+    assert {a.version for a in load.answers} == {1}
