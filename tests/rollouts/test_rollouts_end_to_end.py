@@ -160,3 +160,51 @@ def test_a_green_that_fails_its_warm_up_never_takes_traffic(stack):
     assert "shifting" not in _states(d)
     assert [a for a in load.answers if a.version is None] == []
     assert {a.version for a in load.answers} == {1}
+
+
+def test_killing_the_worker_at_every_step_boundary_and_mid_load_still_ends_right(stack):
+    """SIGKILL the worker process at each state change, and once while green loads; a new worker
+    takes over each time. The rollout must still end retired, with green loaded exactly once and
+    no failed request (traffic never reaches a variant that is not READY)."""
+    from controlplane.audit.models import AuditEvent
+
+    stack.worker.kill()
+    stack.worker.env["SWITCHYARD_RECONCILE_INTERVAL_SECONDS"] = "2"  # finishes a load its worker died in
+    stack.worker.start()
+    load = Load(stack.gateway.url).start()
+    kills = []
+    try:
+        wait_for(lambda: len(load.answers) > 20, 20, "traffic through the gateway")
+        d = deployment_create(actor=stack.actor, data={
+            "endpoint": ENDPOINT, "version": 2, "strategy": "steps", "steps": [{"percent": 30, "bake_s": 1},
+                                                                               {"percent": 60, "bake_s": 1}],
+            "placement": "new_servers", "servers": ["fleet-1"], "gates": FAST_GATES, "rollback_window_s": 1,
+            "reason": "crash test",
+        })
+        seen, mid_load_done = "pending", False
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            state = _state(d)
+            loading = PlacementTarget.objects.filter(model=stack.model, server=stack.servers[1],
+                                                     state=TargetState.LOADING).exists()
+            if state != seen or (loading and not mid_load_done):
+                mid_load_done = mid_load_done or loading
+                kills.append(state + (" (mid-load)" if loading else ""))
+                stack.worker.kill()
+                stack.worker.start()
+                seen = state
+            if state in ("retired", "rolled_back", "failed", "aborted", "rollback_failed"):
+                break
+            time.sleep(0.02)
+        time.sleep(0.5)
+    finally:
+        load.stop()
+    d.refresh_from_db()
+    assert d.state == "retired", (d.state, d.status_text, kills)
+    assert any("mid-load" in k for k in kills) and len(kills) >= 8, kills
+    green_targets = PlacementTarget.objects.filter(placement_id=d.green_placement_id)
+    loads = AuditEvent.objects.filter(action="placement.target.load", object_type="placements.placementtarget",
+                                      object_id__in=[str(t.pk) for t in green_targets])
+    assert green_targets.count() == 1 and loads.count() == 1  # green was loaded once, never twice
+    assert [a for a in load.answers if a.version is None] == []
+    assert _states(d)[-3:] == ["promoting", "succeeded", "retired"]
