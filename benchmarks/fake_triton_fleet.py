@@ -12,7 +12,10 @@ quantiles, then ``nv_cpu_*`` and per-GPU ``nv_gpu_*`` and ``nv_energy_consumptio
 with time at a per-server, per-model rate, so rates are steady and realistic.
 
 Run: ``python -m benchmarks.fake_triton_fleet --ports 20000-20999`` (or ``--count N``, free
-ports chosen and printed as one JSON line ``{"ports": [...]}`` on stdout when listening).
+ports chosen by the kernel), which prints one JSON line ``{"ports": [...]}`` on stdout when
+listening (and writes it to ``--ports-file`` if given). The options, the listening sockets and
+that announcement are shared with the simulated Triton fleet of ``benchmarks/triton_simulator.py``,
+which also serves this page as its ``/metrics``.
 """
 from __future__ import annotations
 
@@ -23,8 +26,7 @@ import resource
 import socket
 import sys
 import time
-
-from controlplane.devstack import free_ports
+from pathlib import Path
 
 MODELS = (("fraud-scorer", ("3", "4")), ("resnet50", ("1", "2")), ("bert-small", ("7",)))
 FAILURE_REASONS = ("REJECTED", "CANCELED", "BACKEND", "OTHER")
@@ -162,40 +164,77 @@ def raise_fd_limit(wanted: int) -> tuple[int, int]:
     return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
-async def serve(ports: list[int], host: str) -> None:
-    fleet = Fleet(ports)
-    listeners = []
+# -- a port per simulated server: the plumbing this fleet shares with benchmarks/triton_simulator.py
+
+
+def parse_ports(spec: str) -> list[int]:
+    """Ports from "20000-20999" or "20001,20007,..." (ranges and single ports, comma-separated)."""
+    ports = []
+    for part in spec.split(","):
+        first, _, last = part.partition("-")
+        ports += range(int(first), int(last or first) + 1)
+    return ports
+
+
+def add_fleet_arguments(parser: argparse.ArgumentParser) -> None:
+    """--count/--servers, --ports, --host and --ports-file, read back by `fleet_listeners`."""
+    parser.add_argument("--count", "--servers", dest="count", type=int, help="simulated servers on free ports")
+    parser.add_argument("--ports", help="ports instead: a range such as 20000-20999, or a comma-separated list")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--ports-file", help="also write {\"ports\": [...]} to this file once listening")
+
+
+def fleet_listeners(args: argparse.Namespace) -> list[socket.socket]:
+    """One bound socket per simulated server, from `add_fleet_arguments`' options.
+
+    Without --ports each socket binds port 0, so the kernel picks a free port that nobody can
+    take in between. Exits (status 2) when the open-files limit cannot cover the fleet.
+    """
+    ports = parse_ports(args.ports) if args.ports else [0] * (args.count or 10)
+    soft, hard = raise_fd_limit(3 * len(ports) + 256)  # a listener and a connection per server, and slack
+    if soft < 2 * len(ports) + 64:
+        print(f"open-files limit {soft} (hard {hard}) is too low for {len(ports)} servers", file=sys.stderr)
+        sys.exit(2)
+    socks = []
     for port in ports:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        bound = sock.getsockname()[1]
-        listeners.append(await asyncio.start_server(lambda r, w, p=bound: fleet.handle(p, r, w), sock=sock, backlog=64))
-    print(json.dumps({"ports": ports, "fake": "triton metrics pages"}), flush=True)
+        sock.bind((args.host, port))
+        socks.append(sock)
+    return socks
+
+
+def announce(socks: list[socket.socket], ports_file: str | None, **extra) -> list[int]:
+    """Say the fleet is listening: one JSON line {"ports": [...], ...} on stdout, and the same in
+    `ports_file` (written whole, then renamed, so a reader never sees half of it)."""
+    ports = [sock.getsockname()[1] for sock in socks]
+    line = json.dumps({"ports": ports, **extra})
+    if ports_file:
+        partial = Path(f"{ports_file}.partial")
+        partial.write_text(line + "\n")
+        partial.replace(ports_file)
+    print(line, flush=True)
+    return ports
+
+
+async def serve(socks: list[socket.socket], ports_file: str | None = None) -> None:
+    ports = [sock.getsockname()[1] for sock in socks]
+    fleet = Fleet(ports)
+    listeners = [
+        await asyncio.start_server(lambda r, w, p=port: fleet.handle(p, r, w), sock=sock, backlog=64)
+        for port, sock in zip(ports, socks)
+    ]
+    announce(socks, ports_file, fake="triton metrics pages")
     await asyncio.gather(*(s.serve_forever() for s in listeners))
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.fake_triton_fleet", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--count", type=int, help="simulated servers on free ports")
-    parser.add_argument("--ports", help="ports instead: a range such as 20000-20999, or a comma-separated list")
-    parser.add_argument("--host", default="127.0.0.1")
+    add_fleet_arguments(parser)
     args = parser.parse_args(argv)
-    if args.ports:  # "20000-20999" or "20001,20007,..."
-        ports = []
-        for part in args.ports.split(","):
-            first, _, last = part.partition("-")
-            ports += range(int(first), int(last or first) + 1)
-    else:
-        ports = None
-    count = len(ports) if ports else (args.count or 10)
-    soft, hard = raise_fd_limit(3 * count + 256)  # a listener and a connection per server, and slack
-    if soft < 2 * count + 64:
-        print(f"open-files limit {soft} (hard {hard}) is too low for {count} servers", file=sys.stderr)
-        return 2
-    ports = ports or free_ports(count, host=args.host)
+    socks = fleet_listeners(args)
     try:
-        asyncio.run(serve(ports, args.host))
+        asyncio.run(serve(socks, args.ports_file))
     except KeyboardInterrupt:
         pass
     return 0
