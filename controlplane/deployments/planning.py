@@ -42,12 +42,11 @@ class Plan:
 
 
 def make_plan(*, steps: tuple[Step, ...], interval_s: int, approval_required: bool, rollback_window_s: int,
-              load_s: float, quota: int, held: set[Device], green_devices: set[Device], blue_devices: set[Device],
+              load_s: float, quota: int, held: set[Device], green_devices: set[Device],
               other_devices: set[Device]) -> Plan:
     """``held``: what the team holds now. ``green_devices``: the devices green will occupy (for a
-    same-servers green, the ones blue occupies already). ``blue_devices``: the devices blue's
-    placements hold; ``other_devices``: those held by anything else of the team (which retiring
-    blue does not release)."""
+    same-servers green, the ones blue occupies already). ``other_devices``: those held by anything
+    of the team but blue's placements (which retiring blue does not release)."""
     during = held | green_devices
     after = other_devices | green_devices
     surge = len(during) - len(held)

@@ -107,10 +107,13 @@ def _is_number(value) -> bool:
     return (isinstance(value, (int, float)) and not isinstance(value, bool)) and math.isfinite(value)
 
 
-def _int(data: dict, key: str, errors: _Errors, *, lo: int, hi: int, default=None, path: str = "") -> int | None:
+def _int(data: dict, key: str, errors: _Errors, *, lo: int, hi: int, default=None, path: str = "",
+         nullable: bool = False) -> int | None:
     name = f"{path}{key}"
     value = data.get(key, default)
     if value is None:
+        if key in data and not nullable:
+            errors.add(name, f"Give a whole number from {lo} to {hi}, or leave the field out.")
         return None
     if not _is_int(value) or not lo <= value <= hi:
         errors.add(name, f"Give a whole number from {lo} to {hi}.")
@@ -119,10 +122,12 @@ def _int(data: dict, key: str, errors: _Errors, *, lo: int, hi: int, default=Non
 
 
 def _number(data: dict, key: str, errors: _Errors, *, lo: float, hi: float, default=None, path: str = "",
-            lo_open: bool = False) -> float | None:
+            lo_open: bool = False, nullable: bool = False) -> float | None:
     name = f"{path}{key}"
     value = data.get(key, default)
     if value is None:
+        if key in data and not nullable:
+            errors.add(name, "Give a number, or leave the field out.")
         return None
     if not _is_number(value) or value > hi or value < lo or (lo_open and value == lo):
         above = "above" if lo_open else "from"
@@ -195,16 +200,15 @@ def _parse_gates(raw, errors: _Errors) -> Gates:
     if not isinstance(raw, dict):
         errors.add("gates", "Give an object, such as {\"max_error_ratio\": 0.01, \"max_p99_ratio\": 1.2}.")
         return Gates()
-    extra = sorted(set(raw) - GATE_FIELDS)
-    if extra:
-        errors.add(f"gates.{extra[0]}", f"Unknown gate field; use {', '.join(sorted(GATE_FIELDS))}.")
+    for extra in sorted(set(raw) - GATE_FIELDS):
+        errors.add(f"gates.{extra}", f"Unknown gate field; use {', '.join(sorted(GATE_FIELDS))}.")
     p = "gates."
     defaults = Gates()
     values = {
-        "max_error_ratio": _number(raw, "max_error_ratio", errors, lo=0, hi=1, path=p, default=defaults.max_error_ratio)
-        if "max_error_ratio" not in raw or raw["max_error_ratio"] is not None else None,
-        "max_p99_ms": _number(raw, "max_p99_ms", errors, lo=0, hi=3_600_000, path=p, lo_open=True),
-        "max_p99_ratio": _number(raw, "max_p99_ratio", errors, lo=1, hi=1000, path=p),
+        "max_error_ratio": _number(raw, "max_error_ratio", errors, lo=0, hi=1, path=p, default=defaults.max_error_ratio,
+                                   nullable=True),
+        "max_p99_ms": _number(raw, "max_p99_ms", errors, lo=0, hi=3_600_000, path=p, lo_open=True, nullable=True),
+        "max_p99_ratio": _number(raw, "max_p99_ratio", errors, lo=1, hi=1000, path=p, nullable=True),
         "min_requests": _int(raw, "min_requests", errors, lo=1, hi=10_000_000, path=p, default=defaults.min_requests),
         "interval_s": _int(raw, "interval_s", errors, lo=1, hi=3600, path=p, default=defaults.interval_s),
         "window_s": _int(raw, "window_s", errors, lo=5, hi=MAX_WINDOW_S, path=p, default=defaults.window_s),
@@ -241,7 +245,9 @@ def _parse_gates(raw, errors: _Errors) -> Gates:
     if any(v is None for k, v in values.items() if k not in ("max_error_ratio", "max_p99_ms", "max_p99_ratio")):
         return defaults
     gates = Gates(**values, custom=tuple(custom), guard=guard)
-    if gates.max_error_ratio is None and gates.max_p99_ms is None and gates.max_p99_ratio is None and not gates.custom:
+    bad_gate = any(k.startswith("gates.") for k in errors)
+    if not bad_gate and gates.max_error_ratio is None and gates.max_p99_ms is None and gates.max_p99_ratio is None \
+            and not gates.custom:
         errors.add("gates", "Give at least one gate: max_error_ratio, max_p99_ms, max_p99_ratio or a custom one.")
     return gates
 
@@ -305,7 +311,7 @@ def parse_spec(data) -> Spec:
     approval = data.get("approval_required", False)
     if not isinstance(approval, bool):
         errors.add("approval_required", "Give true or false.")
-    deadline = _int(data, "deadline_s", errors, lo=60, hi=MAX_DEADLINE_S)
+    deadline = _int(data, "deadline_s", errors, lo=60, hi=MAX_DEADLINE_S, nullable=True)
     window = _int(data, "rollback_window_s", errors, lo=0, hi=MAX_DEADLINE_S, default=DEFAULTS["rollback_window_s"])
     start_at = _parse_start(data.get("start_at"), errors)
     reason = data.get("reason", "")

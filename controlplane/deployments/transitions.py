@@ -15,7 +15,7 @@ from controlplane.audit.context import Actor
 from controlplane.audit.services import audit_record
 from controlplane.common.errors import Conflict
 from controlplane.common.tasks import enqueue
-from controlplane.deployments.machine import TERMINAL, Event, State, cause_of, transition
+from controlplane.deployments.machine import TERMINAL, Cause, Event, State, cause_of, transition
 from controlplane.deployments.models import HOLDING, Deployment, DeploymentTransition
 from controlplane.endpoints.publication import request_publish
 from controlplane.notifications.services import notify
@@ -60,6 +60,7 @@ def apply_event(deployment: Deployment, event: Event, *, actor: Actor, reason: s
     now = timezone.now()
     fields = {"state": new.value, "state_changed_at": now, "status_text": "", "next_run_at": now}
     if new == State.ROLLING_BACK:
+        cause = cause or Cause(deployment.cause)  # a retry of a failed rollback keeps its cause
         fields.update(cause=cause.value, traffic_percent=0)
     if new in TERMINAL or new == State.ROLLBACK_FAILED:
         fields["finished_at"] = now

@@ -15,7 +15,8 @@ HELD = BLUE | OTHER
 
 def plan(**overrides):
     args = dict(steps=STEPS, interval_s=10, approval_required=False, rollback_window_s=600, load_s=30.0, quota=8,
-                held=HELD, green_devices=BLUE, blue_devices=BLUE, other_devices=OTHER)
+                held=HELD, green_devices=BLUE, other_devices=OTHER)
+    overrides.pop("blue_devices", None)  # make_plan works from other_devices
     args.update(overrides)
     return make_plan(**args)
 

@@ -401,7 +401,6 @@ def test_the_error_ratio_gate_can_be_turned_off_when_another_gate_remains():
     assert parse_spec(body(gates={"max_error_ratio": None, "custom": [custom]})).gates.custom[0].name == "q"
 
 
-@pytest.mark.xfail(strict=True, reason="a bad max_error_ratio, the only gate, also gets 'Give at least one gate'")
 def test_a_bad_error_ratio_alone_is_named_once():
     assert list(errors_of(body(gates={"max_error_ratio": 2}))) == ["gates.max_error_ratio"]
 
@@ -510,14 +509,12 @@ def test_steps_and_gates_errors_together():
 # JSON null for a field that has a default should either be refused (naming the field) or mean the
 # default; it must never quietly mean something else.
 
-_BUG = "parse_spec: null is accepted without an error and changes the result"
 _P99 = {"max_p99_ms": 400}
 _GATE = {"name": "gpu_memory", "query": "up", "max": 1}
 
 
 def _null_case(field, with_null, left_out, what_happens=None):
-    marks = [pytest.mark.xfail(strict=True, reason=f"{_BUG}: {what_happens}")] if what_happens else []
-    return pytest.param(field, with_null, left_out, marks=marks, id=field)
+    return pytest.param(field, with_null, left_out, id=field)
 
 
 NULLABLE = [
@@ -556,7 +553,6 @@ def test_null_is_refused_or_means_the_default(field, with_null, left_out):
     assert spec == default
 
 
-@pytest.mark.xfail(strict=True, reason="only the first unknown gate field is named (top-level ones are each named)")
 def test_unknown_gate_fields_are_each_named():
     e = errors_of(body(gates={"max_error_rate": 0.01, "p99": 200}))
     assert {"gates.max_error_rate", "gates.p99"} <= set(e)
