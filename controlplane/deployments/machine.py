@@ -74,9 +74,12 @@ class Cause(StrEnum):
     ERROR = "error"
 
 
+# No worker acts on these, and they do not hold the endpoint. A person may still retry a failed
+# deployment (it starts again from pending).
 TERMINAL = frozenset({State.RETIRED, State.ROLLED_BACK, State.ABORTED, State.FAILED, State.CANCELLED})
-# States in which the deployment holds its endpoint (the database allows one per endpoint).
-# Succeeded holds it too: blue is still loaded and a fast rollback may come.
+# Not over yet. All of these but succeeded hold the endpoint (models.HOLDING: the database allows
+# one per endpoint); a succeeded one has moved its label already, so the next deployment may start
+# during its rollback window, and its fast rollback is then refused by the same constraint.
 ACTIVE = frozenset(State) - TERMINAL
 # Before green takes traffic: an approval or a promotion makes no sense yet.
 PREPARING = frozenset({State.PENDING, State.VALIDATING, State.PROVISIONING, State.VERIFYING})
