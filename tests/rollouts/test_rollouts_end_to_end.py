@@ -208,3 +208,36 @@ def test_killing_the_worker_at_every_step_boundary_and_mid_load_still_ends_right
     assert green_targets.count() == 1 and loads.count() == 1  # green was loaded once, never twice
     assert [a for a in load.answers if a.version is None] == []
     assert _states(d)[-3:] == ["promoting", "succeeded", "retired"]
+
+
+def test_a_scheduled_deployment_starts_on_time_through_beat_and_a_cancelled_one_never_does(stack):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from controlplane.deployments.services import deployment_act
+
+    start = timezone.now() + timedelta(seconds=4)
+    d = deployment_create(actor=stack.actor, data={
+        "endpoint": ENDPOINT, "version": 2, "strategy": "canary", "canary_percent": 10, "bake_s": 60,
+        "placement": "new_servers", "servers": ["fleet-1"], "gates": FAST_GATES, "start_at": start.isoformat(),
+        "reason": "scheduled",
+    })
+    assert _state(d) == "scheduled"
+    time.sleep(2)
+    assert _state(d) == "scheduled"  # not before its time
+    wait_for(lambda: _state(d) != "scheduled", 15, "the schedule to start it")
+    started = d.transitions.get(event="due")
+    assert started.source == "schedule" and started.at >= start
+    assert (started.at - start).total_seconds() < 3  # the 1 s beat tick
+    deployment_act(actor=stack.actor, deployment=d, action="abort", reason="done with this one")
+    wait_for(lambda: _state(d) == "aborted", 60, "the abort")
+
+    later = deployment_create(actor=stack.actor, data={
+        "endpoint": ENDPOINT, "version": 2, "strategy": "canary", "placement": "new_servers", "servers": ["fleet-1"],
+        "gates": FAST_GATES, "start_at": (timezone.now() + timedelta(seconds=2)).isoformat(), "reason": "cancelled",
+    })
+    deployment_act(actor=stack.actor, deployment=later, action="cancel", reason="not today")
+    time.sleep(4)
+    assert _state(later) == "cancelled"
+    assert _states(later) == ["scheduled", "cancelled"]
