@@ -24,5 +24,6 @@ urlpatterns = [
     path("gateway/", include("controlplane.endpoints.gateway_api")),
     path("metrics/", include("controlplane.metrics.api_urls")),
     path("", include("controlplane.endpoints.api_urls")),
+    path("", include("controlplane.notifications.api_urls")),
     *router.urls,
 ]

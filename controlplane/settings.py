@@ -166,6 +166,10 @@ SWITCHYARD_PROMETHEUS_TIMEOUT_SECONDS = env.positive_float("SWITCHYARD_PROMETHEU
 SWITCHYARD_PROMETHEUS_GATEWAY_SCRAPE_SECONDS = env.positive_float("SWITCHYARD_PROMETHEUS_GATEWAY_SCRAPE_SECONDS", default=1.0)
 SWITCHYARD_PROMETHEUS_TRITON_SCRAPE_SECONDS = env.positive_float("SWITCHYARD_PROMETHEUS_TRITON_SCRAPE_SECONDS", default=10.0)
 
+# Webhook notifications (controlplane/notifications): a failed delivery is retried after this,
+# then twice as long each time (6 attempts in all).
+SWITCHYARD_WEBHOOK_BACKOFF_SECONDS = env.positive_float("SWITCHYARD_WEBHOOK_BACKOFF_SECONDS", default=2.0)
+
 # Celery. Without a broker URL, a filesystem broker under VAR_DIR needs no server process.
 REDIS_URL = env.str("REDIS_URL", default="")
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or REDIS_URL or "filesystem://"
@@ -206,6 +210,11 @@ CELERY_BEAT_SCHEDULE = {
     # The safety net under request_publish(): token expiry, and any change a hook missed.
     "publish-routing-table": {
         "task": "endpoints.publish_table",
+        "schedule": 5.0,
+    },
+    # The safety net under each delivery's own retry message (a lost message, a dead worker).
+    "webhook-retry-due": {
+        "task": "notifications.retry_due",
         "schedule": 5.0,
     },
     # Keeps the audit badge's quick check short: it re-hashes only what came after the checkpoint.
