@@ -74,7 +74,9 @@ def build(*, event: str, title: str, team: str, endpoint: str | None, fields: di
              for name, value in list(fields.items())[:MAX_FIELDS]]
     for start in range(0, len(shown), FIELDS_PER_SECTION):
         blocks.append({"type": "section", "fields": shown[start:start + FIELDS_PER_SECTION]})
-    if url:
+    if url.startswith(("http://", "https://")):
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": f"<{_escape(url).replace('|', '%7C')}|Open in Switchyard>"}})
+    elif url:  # a path: Switchyard does not know the address people reach it at, so no link
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": _cut(f"In Switchyard: {_escape(url)}", MAX_SECTION_TEXT)}})
     data = {**fields, "event": event, "team": team, "endpoint": endpoint, "title": title, "url": url, "at": at}
     return {"text": text, "blocks": blocks, "switchyard": data}

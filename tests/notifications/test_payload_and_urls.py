@@ -47,6 +47,12 @@ def test_a_team_wide_event_names_the_team_and_has_no_link_without_a_url():
     assert len(body["blocks"]) == 1 and body["switchyard"]["endpoint"] is None
 
 
+def test_a_relative_url_is_shown_as_text_not_as_a_broken_link():
+    body = build(url="/deployments/7/")
+    assert body["blocks"][-1]["text"]["text"] == "In Switchyard: /deployments/7/"
+    assert body["switchyard"]["url"] == "/deployments/7/"
+
+
 def test_slack_control_characters_are_escaped_and_limits_kept():
     body = build(title="<!channel> & co", fields={f"f{i}": "x" * 5000 for i in range(25)})
     assert body["blocks"][0]["text"]["text"].startswith("*&lt;!channel&gt; &amp; co*")
