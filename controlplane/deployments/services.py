@@ -26,6 +26,7 @@ from controlplane.deployments import capacity, planning
 from controlplane.deployments.machine import Event, Refused, State
 from controlplane.deployments.models import Deployment, PlacementMode
 from controlplane.deployments.spec import Spec, parse_spec
+from controlplane.deployments.endpoint_moves import promotion_write
 from controlplane.deployments.transitions import apply_event, busy, record_created
 from controlplane.endpoints.models import Endpoint, EndpointKind
 from controlplane.fleet.models import Server, ServerStatus
@@ -273,38 +274,6 @@ def _check_reason(reason) -> str:
     return reason.strip()
 
 
-def promotion_write(d: Deployment) -> None:
-    """Inside the transaction that promotes: the label moves to green (a label-bound endpoint), or
-    the pinned endpoint's variants become green alone. Traffic is 100% green in the same update."""
-    from controlplane.endpoints.services import VariantSpec, endpoint_update
-    from controlplane.registry.labels import label_set
-
-    system = Actor.system("worker")
-    endpoint = Endpoint.objects.select_related("team", "model__team").get(pk=d.endpoint_id)
-    why = f"deployment {d.pk} promoted v{d.green_version.version}"
-    if endpoint.kind == EndpointKind.LABEL:
-        label_set(actor=system, model=endpoint.model, name=endpoint.label, version=d.green_version.version, reason=why)
-    else:
-        endpoint_update(actor=system, endpoint=endpoint,
-                        variants=[VariantSpec(name=f"v{d.green_version.version}", version=d.green_version.version, weight=100)])
-
-
-def rollback_write(d: Deployment) -> None:
-    """Inside the transaction of a fast rollback after success: the label (or the pinned variants)
-    goes back to blue, as it was before the deployment."""
-    from controlplane.endpoints.services import VariantSpec, endpoint_update
-    from controlplane.registry.labels import label_set
-
-    system = Actor.system("worker")
-    endpoint = Endpoint.objects.select_related("team", "model__team").get(pk=d.endpoint_id)
-    why = f"deployment {d.pk} rolled back to v{d.blue_version.version}"
-    if endpoint.kind == EndpointKind.LABEL:
-        label_set(actor=system, model=endpoint.model, name=endpoint.label, version=d.blue_version.version, reason=why)
-    elif d.plan.get("blue_variants"):
-        endpoint_update(actor=system, endpoint=endpoint,
-                        variants=[VariantSpec(**v) for v in d.plan["blue_variants"]])
-
-
 PERSON_EVENTS = {
     "promote": Event.PROMOTE, "rollback": Event.ROLLBACK, "abort": Event.ABORT, "retry": Event.RETRY,
     "resume": Event.RESUME, "approve": Event.APPROVE, "cancel": Event.CANCEL,
@@ -329,7 +298,6 @@ def deployment_act(*, actor: Actor, deployment: Deployment, action: str, reason:
         elif event == Event.ROLLBACK and state == State.SUCCEEDED:
             if deployment.succeeded_at and timezone.now() > deployment.succeeded_at + timedelta(seconds=deployment.rollback_window_s):
                 raise Conflict("state", "The rollback window is over; blue is being unloaded. Deploy blue again instead.")
-            side = rollback_write
         elif event == Event.RETRY and state == State.FAILED:
             changes = {"cause": "", "step_index": -1, "traffic_percent": 0, "failed_evaluations": 0,
                        "finished_at": None}

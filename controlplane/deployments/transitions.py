@@ -16,6 +16,7 @@ from controlplane.audit.services import audit_record
 from controlplane.common.errors import Conflict
 from controlplane.common.tasks import enqueue
 from controlplane.deployments.machine import TERMINAL, Cause, Event, State, cause_of, transition
+from controlplane.deployments.endpoint_moves import rollback_write
 from controlplane.deployments.models import HOLDING, Deployment, DeploymentTransition
 from controlplane.endpoints.publication import request_publish
 from controlplane.notifications.services import notify
@@ -77,6 +78,8 @@ def apply_event(deployment: Deployment, event: Event, *, actor: Actor, reason: s
                 return None
             fresh = Deployment.objects.select_related("team", "endpoint__team", "model", "blue_version",
                                                       "green_version").get(pk=deployment.pk)
+            if new == State.ROLLING_BACK and old in (State.PROMOTING, State.SUCCEEDED):
+                rollback_write(fresh)  # the label had moved to green: back to blue, first
             if side_effects is not None:
                 side_effects(fresh)
             _record(fresh, old, new, event, actor=actor, reason=reason, detail=detail or {}, at=now)
