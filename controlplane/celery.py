@@ -6,4 +6,5 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "controlplane.settings")
 
 app = Celery("switchyard")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.imports = ["workers.fleet", "workers.placements", "workers.audit", "workers.endpoints", "workers.notifications"]
+app.conf.imports = ["workers.fleet", "workers.placements", "workers.audit", "workers.endpoints", "workers.notifications",
+                    "workers.deployments"]
