@@ -217,6 +217,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "notifications.retry_due",
         "schedule": 5.0,
     },
+    # Schedules, deadlines, and deployments whose wait is over or whose worker died.
+    "deployments-tick": {
+        "task": "deployments.tick",
+        "schedule": 1.0,
+    },
     # Keeps the audit badge's quick check short: it re-hashes only what came after the checkpoint.
     "audit-checkpoint": {
         "task": "audit.checkpoint_extend",
