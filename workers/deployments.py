@@ -1,5 +1,5 @@
 """Deployment tasks: each takes ids and calls a service in controlplane.deployments."""
-from controlplane.deployments import engine, services
+from controlplane.deployments import services
 from workers.base import task
 
 
@@ -7,14 +7,14 @@ from workers.base import task
 def advance(deployment_id: int):
     """Drive one deployment until it must wait (a bake, a person, the window). A second delivery,
     or one for a deployment another worker drives, returns at once."""
-    return engine.deployment_advance(deployment_id)
+    return services.deployment_advance(deployment_id)
 
 
 @task("deployments.tick", max_retries=0)
 def tick():
     """Every second: start due schedules, roll back past deadlines, and hand deployments whose
     wait is over (or whose worker died) to a worker. Not retried: the next tick does the same."""
-    return len(engine.deployments_tick())
+    return len(services.deployments_tick())
 
 
 @task("deployments.guard_tripped", max_retries=2)

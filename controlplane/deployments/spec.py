@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from django.core.exceptions import ValidationError
 
@@ -150,7 +150,11 @@ def _parse_start(value, errors: _Errors) -> datetime | None:
     if parsed.tzinfo is None:
         errors.add("start_at", "Give the time zone too, such as Z or +01:00.")
         return None
-    return parsed.astimezone(timezone.utc)
+    try:
+        return parsed.astimezone(timezone.utc)
+    except OverflowError:
+        errors.add("start_at", "Give a time within the calendar (years 1 to 9999 in UTC).")
+        return None
 
 
 def steps_for(strategy: str, *, canary_percent: int = 10, step_percent: int = 25, bake_s: int = 60,
@@ -314,6 +318,11 @@ def parse_spec(data) -> Spec:
     deadline = _int(data, "deadline_s", errors, lo=60, hi=MAX_DEADLINE_S, nullable=True)
     window = _int(data, "rollback_window_s", errors, lo=0, hi=MAX_DEADLINE_S, default=DEFAULTS["rollback_window_s"])
     start_at = _parse_start(data.get("start_at"), errors)
+    if start_at is not None and deadline is not None:
+        try:
+            start_at + timedelta(seconds=deadline)
+        except OverflowError:
+            errors.add("start_at", "The start time plus the deadline is past the end of the calendar.")
     reason = data.get("reason", "")
     if not isinstance(reason, str) or len(reason) > MAX_REASON:
         errors.add("reason", f"Give a text of at most {MAX_REASON} characters.")

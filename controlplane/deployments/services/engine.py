@@ -23,11 +23,13 @@ from controlplane.audit.context import Actor
 from controlplane.audit.models import Source
 from controlplane.common.fanout import fan_out
 from controlplane.common.locks import cache_lock
-from controlplane.deployments import services, verdicts
+from controlplane.deployments import verdicts
+from controlplane.deployments.services import commands
+from controlplane.deployments.services.endpoint_moves import promotion_write
 from controlplane.deployments.machine import CAN_ROLL_BACK, WORKER_STATES, Event, Refused, State
 from controlplane.deployments.models import Deployment, GateEvaluation, PlacementMode
 from controlplane.deployments.spec import Gates
-from controlplane.deployments.transitions import apply_event
+from controlplane.deployments.services.transitions import apply_event
 from controlplane.endpoints.publication import publish_if_changed
 from controlplane.endpoints.replicas import all_replicas_serve
 from controlplane.fleet.models import Server, ServerStatus
@@ -325,7 +327,7 @@ def _analyze(d: Deployment) -> Next:
     if event == Event.LAST_PASS:
         return Next(event, reason=f"last step passed: {summary}", detail=detail,
                     changes={"traffic_percent": 100, "failed_evaluations": 0},
-                    side_effects=services.promotion_write)
+                    side_effects=promotion_write)
     if event == Event.NO_DATA:
         return Next(event, reason=verdicts.no_data_reason(evaluations), detail=detail,
                     changes={"status_text": verdicts.no_data_reason(evaluations), "failed_evaluations": 0})
@@ -350,7 +352,7 @@ def _retire(d: Deployment) -> Next:
     if left > 0:
         return Next(wait_s=left, status=f"blue stays loaded for {left:.0f} s more (the rollback window)")
     _unload_blue(d)
-    services.release_surge(WORKER, d, "blue retired")
+    commands.release_surge(WORKER, d, "blue retired")
     return Next(Event.RETIRE, reason="rollback window over: blue unloaded")
 
 
@@ -386,7 +388,7 @@ def _roll_back(d: Deployment) -> Next:
             _replace_on_green_servers(d, d.plan.get("blue_versions") or [d.blue_version.version])
         else:
             placement_remove(actor=WORKER, placement=d.green_placement)
-    services.release_surge(WORKER, d, "deployment rolled back")
+    commands.release_surge(WORKER, d, "deployment rolled back")
     return Next(Event.OK, reason=f"traffic back on blue (routing table v{d.table_version}); green unloaded")
 
 

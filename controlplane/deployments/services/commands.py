@@ -22,12 +22,13 @@ from controlplane.audit.context import Actor
 from controlplane.audit.services import audit_record
 from controlplane.common.errors import Conflict
 from controlplane.common.tasks import enqueue
-from controlplane.deployments import capacity, planning
+from controlplane.deployments import planning
+from controlplane.deployments.services import capacity
 from controlplane.deployments.machine import Event, Refused, State
 from controlplane.deployments.models import Deployment, PlacementMode
 from controlplane.deployments.spec import Spec, parse_spec
-from controlplane.deployments.endpoint_moves import promotion_write
-from controlplane.deployments.transitions import apply_event, busy, record_created
+from controlplane.deployments.services.endpoint_moves import promotion_write
+from controlplane.deployments.services.transitions import apply_event, busy, record_created
 from controlplane.endpoints.models import Endpoint, EndpointKind
 from controlplane.fleet.models import Server, ServerStatus
 from controlplane.placements.models import PlacementTarget, TargetState
@@ -201,6 +202,7 @@ def deployment_create(*, actor: Actor, data) -> Deployment:
                 gates=spec.gates.as_dict(), approval_required=spec.approval_required,
                 deadline_at=None, rollback_window_s=spec.rollback_window_s, start_at=spec.start_at, reason=spec.reason,
                 plan={**r.plan.as_dict(), "green_versions": r.green_versions,
+                      "green_devices": sorted([sid, i] for sid, i in r.green_devices),
                       "blue_versions": sorted({v for t in r.blue_targets for v in t.placement.versions}),
                       "blue_variants": _variants_of(endpoint)},
                 state=state, state_changed_at=now, next_run_at=spec.start_at or now,
@@ -209,7 +211,7 @@ def deployment_create(*, actor: Actor, data) -> Deployment:
             if spec.deadline_s is not None:
                 d.deadline_at = (spec.start_at or now) + timedelta(seconds=spec.deadline_s)
                 d.save(update_fields=["deadline_at"])
-            _reserve_surge(actor, d, r)
+            reserve_surge(actor, d)
             record_created(d, actor=actor, reason=spec.reason)
             audit_record(actor=actor, action="deployment.create", obj=d, team=d.team, after=_snapshot(d), reason=spec.reason)
             if state == State.PENDING:
@@ -239,20 +241,25 @@ def _snapshot(d: Deployment) -> dict:
     }
 
 
-def _reserve_surge(actor: Actor, d: Deployment, r: Resolved) -> None:
-    """Reserve green's new devices (new servers only) for the deployment, under the quota's lock."""
+def reserve_surge(actor: Actor, d: Deployment) -> None:
+    """Reserve green's new devices (new servers only) for the deployment, under the quota's lock:
+    at creation, and again when a failed deployment (whose surge was released) is retried."""
     if d.placement_mode != PlacementMode.NEW_SERVERS:
         return
-    for server in r.servers:
-        indexes = sorted(i for (sid, i) in r.green_devices if sid == server.pk)
+    devices = {tuple(x) for x in d.plan.get("green_devices", [])}
+    for server in Server.objects.filter(pk__in=[s["id"] for s in d.servers]).order_by("name"):
+        indexes = sorted(i for (sid, i) in devices if sid == server.pk)
         if not indexes:
             continue
         try:
-            quota_reserve(actor=actor, team=d.team, kind=ReservationKind.DEPLOYMENT, version=r.green, server=server,
-                          devices=indexes, holder=f"deployment {d.pk}",
-                          description=f"surge of deployment {d.pk}: {d.model.name} v{r.green.version} on {server.name}")
-        except QuotaExceeded:
-            raise _over_quota(r) from None
+            quota_reserve(actor=actor, team=d.team, kind=ReservationKind.DEPLOYMENT, version=d.green_version,
+                          server=server, devices=indexes, holder=f"deployment {d.pk}",
+                          description=f"surge of deployment {d.pk}: {d.model.name} v{d.green_version.version} on {server.name}")
+        except QuotaExceeded as refused:
+            raise QuotaExceeded(
+                team=d.team, limit=refused.limit, held=refused.held, needed=d.plan.get("surge", refused.needed),
+                subject=f"deployment of {d.model.name} v{d.green_version.version} on new servers (the surge)",
+            ) from None
 
 
 def release_surge(actor: Actor, d: Deployment, reason: str) -> int:
@@ -300,7 +307,8 @@ def deployment_act(*, actor: Actor, deployment: Deployment, action: str, reason:
                 raise Conflict("state", "The rollback window is over; blue is being unloaded. Deploy blue again instead.")
         elif event == Event.RETRY and state == State.FAILED:
             changes = {"cause": "", "step_index": -1, "traffic_percent": 0, "failed_evaluations": 0,
-                       "finished_at": None}
+                       "finished_at": None, "green_placement": None}
+            side = lambda d: reserve_surge(actor, d)  # noqa: E731 - released when it failed
         elif event == Event.CANCEL:
             side = lambda d: release_surge(actor, d, "scheduled deployment cancelled")  # noqa: E731
         try:

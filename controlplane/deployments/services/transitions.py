@@ -16,7 +16,7 @@ from controlplane.audit.services import audit_record
 from controlplane.common.errors import Conflict
 from controlplane.common.tasks import enqueue
 from controlplane.deployments.machine import TERMINAL, Cause, Event, State, cause_of, transition
-from controlplane.deployments.endpoint_moves import rollback_write
+from controlplane.deployments.services.endpoint_moves import rollback_write
 from controlplane.deployments.models import HOLDING, Deployment, DeploymentTransition
 from controlplane.endpoints.publication import request_publish
 from controlplane.notifications.services import notify
