@@ -24,6 +24,7 @@ urlpatterns = [
     path("gateway/", include("controlplane.endpoints.gateway_api")),
     path("metrics/", include("controlplane.metrics.api_urls")),
     path("", include("controlplane.endpoints.api_urls")),
+    path("", include("controlplane.deployments.api_urls")),
     path("", include("controlplane.notifications.api_urls")),
     *router.urls,
 ]
