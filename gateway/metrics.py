@@ -26,10 +26,13 @@ TABLE_VERSION = "switchyard_gateway_table_version"
 TABLE_AGE = "switchyard_gateway_table_age_seconds"
 SOURCE_UP = "switchyard_gateway_table_source_up"
 WORKERS = "switchyard_gateway_workers"
+GUARD_TRIPS = "switchyard_gateway_guard_trips_total"
+GUARD_TRIPPED = "switchyard_gateway_guard_tripped"
 
 _REQUEST_LABELS = ("endpoint", "variant", "version", "server", "code_class")
 _DURATION_LABELS = ("endpoint", "variant")
 _SHADOW_LABELS = ("endpoint", "variant", "shadow_variant", "result")
+_GUARD_LABELS = ("endpoint", "variant")
 
 
 class Metrics:
@@ -38,6 +41,8 @@ class Metrics:
     __slots__ = (
         "durations",
         "ejections",
+        "guard_tripped",
+        "guard_trips",
         "in_flight",
         "requests",
         "shadow",
@@ -58,6 +63,8 @@ class Metrics:
         self.table_version = 0
         self.table_generated_at = 0.0
         self.source_up = 1
+        self.guard_trips: dict[tuple[str, str], int] = {}
+        self.guard_tripped: dict[tuple[str, str], int] = {}  # set from the guards before each snapshot
 
     def request(self, endpoint: str, variant: str, version: str, server: str, status: int, seconds: float) -> None:
         key = (endpoint, variant, version, server, CODE_CLASS.get(status // 100, "5xx"))
@@ -71,6 +78,10 @@ class Metrics:
 
     def ejection(self, server: str) -> None:
         self.ejections[server] = self.ejections.get(server, 0) + 1
+
+    def guard_trip(self, endpoint: str, variant: str) -> None:
+        key = (endpoint, variant)
+        self.guard_trips[key] = self.guard_trips.get(key, 0) + 1
 
     def shadow_result(self, endpoint: str, variant: str, shadow_variant: str, result: str) -> None:
         key = (endpoint, variant, shadow_variant, result)
@@ -88,6 +99,8 @@ class Metrics:
             "table_version": self.table_version,
             "table_generated_at": self.table_generated_at,
             "source_up": self.source_up,
+            "guard_trips": [[list(k), v] for k, v in self.guard_trips.items()],
+            "guard_tripped": [[list(k), v] for k, v in self.guard_tripped.items()],
             "workers": 1,
         }
 
@@ -101,6 +114,8 @@ def merge(snapshots: list[dict]) -> dict:
     durations: dict[tuple, list] = {}
     ejections: dict[str, int] = {}
     shadow: dict[tuple, int] = {}
+    guard_trips: dict[tuple, int] = {}
+    guard_tripped: dict[tuple, int] = {}
     out = {"in_flight": 0, "shadow_dropped": 0, "workers": 0}
     for snap in snapshots:
         for k, v in snap["requests"]:
@@ -112,6 +127,10 @@ def merge(snapshots: list[dict]) -> dict:
             ejections[k] = ejections.get(k, 0) + v
         for k, v in snap["shadow"]:
             shadow[tuple(k)] = shadow.get(tuple(k), 0) + v
+        for k, v in snap.get("guard_trips", ()):
+            guard_trips[tuple(k)] = guard_trips.get(tuple(k), 0) + v
+        for k, v in snap.get("guard_tripped", ()):
+            guard_tripped[tuple(k)] = guard_tripped.get(tuple(k), 0) + v
         out["in_flight"] += snap["in_flight"]
         out["shadow_dropped"] += snap["shadow_dropped"]
         out["workers"] += snap["workers"]
@@ -119,6 +138,8 @@ def merge(snapshots: list[dict]) -> dict:
     out["durations"] = [[list(k), v] for k, v in durations.items()]
     out["ejections"] = [[k, v] for k, v in ejections.items()]
     out["shadow"] = [[list(k), v] for k, v in shadow.items()]
+    out["guard_trips"] = [[list(k), v] for k, v in guard_trips.items()]
+    out["guard_tripped"] = [[list(k), v] for k, v in guard_tripped.items()]
     out["table_version"] = min((s["table_version"] for s in snapshots), default=0)
     out["table_generated_at"] = min((s["table_generated_at"] for s in snapshots), default=0.0)
     out["source_up"] = min((s["source_up"] for s in snapshots), default=0)
@@ -179,6 +200,16 @@ def render(snap: dict, *, now: float | None = None) -> bytes:
     add(f"# HELP {SHADOW_DROPPED} Shadow copies not sent because too many were in flight.")
     add(f"# TYPE {SHADOW_DROPPED} counter")
     add(f"{SHADOW_DROPPED} {snap['shadow_dropped']}")
+
+    add(f"# HELP {GUARD_TRIPS} Times a variant's guard tripped (too many errors): it then gets no weighted traffic.")
+    add(f"# TYPE {GUARD_TRIPS} counter")
+    for k, v in sorted(snap.get("guard_trips", ())):
+        add(f"{GUARD_TRIPS}{{{_labels(_GUARD_LABELS, k)}}} {v}")
+
+    add(f"# HELP {GUARD_TRIPPED} Per guarded variant: how many workers have its guard tripped now (0: none).")
+    add(f"# TYPE {GUARD_TRIPPED} gauge")
+    for k, v in sorted(snap.get("guard_tripped", ())):
+        add(f"{GUARD_TRIPPED}{{{_labels(_GUARD_LABELS, k)}}} {v}")
 
     add(f"# HELP {TABLE_VERSION} The routing-table version served (the lowest over this replica's workers).")
     add(f"# TYPE {TABLE_VERSION} gauge")

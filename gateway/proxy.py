@@ -15,11 +15,17 @@ is never sent again (Triton may have run it): a drop is a 502, no answer in time
 `Gateway` holds one worker's state and makes the routing decisions with gateway.routing and
 gateway.access. Every request keeps the table object it started with, so a table switch never
 changes a request halfway.
+
+Guards (gateway/guard.py): every answer of a variant whose table entry carries a guard is counted,
+a 5xx (Triton's, or this gateway's 502, 503 or 504 for it) as an error; once the guard trips, the
+variant gets no more weighted or sticky traffic, and the replica reports the trip at once. Requests
+already sent are not moved: the retry rule above is the only one.
 """
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import time
 from collections import deque
@@ -29,6 +35,7 @@ import httptools
 
 from gateway import metrics as metrics_mod
 from gateway.access import check_access
+from gateway.guard import Guards, Trip
 from gateway.routing import (
     RouteError,
     is_refused_path,
@@ -37,8 +44,10 @@ from gateway.routing import (
     select_variant,
     upstream_path,
 )
-from gateway.table import Endpoint, RoutingTable
+from gateway.table import Endpoint, RoutingTable, Variant
 from gateway.upstream import NotSent, Unanswered, UpstreamFailed, UpstreamTimeout
+
+log = logging.getLogger("gateway.proxy")
 
 try:
     from importlib.metadata import version as _dist_version
@@ -139,6 +148,29 @@ class Gateway:
         self._sticky_names: dict[str, bytes] = {}
         self._routes: dict[str, object] = {}
         self._upstream_paths: dict[tuple[str, int, str], bytes] = {}
+        self.guards = Guards()
+
+    # -- guards
+    def table_swapped(self, old: RoutingTable, new: RoutingTable) -> None:
+        """Follow a new table (TableSource's on_swap): trips of guards it no longer has end."""
+        for trip in self.guards.sync(new, self.loop.time()):
+            log.warning("guard of %s variant %s (version %d) reset by table v%d", trip.endpoint, trip.variant,
+                        trip.version, new.version)
+
+    def guard_answer(self, endpoint: str, variant: Variant, status: int) -> None:
+        """Count one answer of a guarded variant; on a trip, count it and report at once."""
+        trip = self.guards.observe(endpoint, variant.name, variant.version, variant.guard, status >= 500,
+                                   self.loop.time(), time.time())
+        if trip is not None:
+            self._tripped(trip)
+
+    def _tripped(self, trip: Trip) -> None:
+        self.metrics.guard_trip(trip.endpoint, trip.variant)
+        log.warning("guard of %s variant %s (version %d) tripped: %d errors in %d answers; it gets no more "
+                    "weighted traffic", trip.endpoint, trip.variant, trip.version, trip.errors, trip.requests)
+        report_soon = getattr(self.source, "report_soon", None)
+        if report_soon is not None:
+            report_soon()
 
     # -- metrics
     def snapshot(self) -> dict:
@@ -147,6 +179,9 @@ class Gateway:
         m.table_version = table.version
         m.table_generated_at = table.generated_at
         m.source_up = 1 if self.source.source_ok else 0
+        guards = self.guards
+        m.guard_tripped = {(endpoint, name): 0 for endpoint, name, _, _ in guards.windows}
+        m.guard_tripped.update({(endpoint, name): 1 for endpoint, name, _, _ in guards.trips})
         return m.snapshot()
 
     async def metrics_page(self) -> bytes:
@@ -507,10 +542,11 @@ class ClientConnection(asyncio.Protocol):
         if cookie is not None:
             sticky = _cookie_value(cookie, cookie_name)
         rand = random.random()
+        tripped = gw.guards.tripped
         try:
             variant = select_variant(endpoint, version=model.version, sticky_key=sticky or None,
                                      explicit_variant=explicit if caller.may_choose_variant and explicit else None,
-                                     rand=rand)
+                                     rand=rand, tripped=tripped.get(endpoint.name, ()) if tripped else ())
         except RouteError as e:
             gw.metrics.request(endpoint.name, "", "", "", e.status, 0.0)
             return _error(e.status, e.message, keep)
@@ -595,6 +631,8 @@ class ClientConnection(asyncio.Protocol):
             metrics.in_flight -= 1
             metrics.request(endpoint.name, variant.name, str(variant.version), server_name, status,
                             gw.loop.time() - request.started)
+            if variant.guard is not None:
+                gw.guard_answer(endpoint.name, variant, status)
             self._next()
 
     def _respond(self, request: Request, table: RoutingTable, endpoint: Endpoint, variant, action: str,
@@ -692,6 +730,8 @@ class ClientConnection(asyncio.Protocol):
             if not retried:  # else the retry counts and answers it
                 metrics.request(endpoint.name, variant.name, str(variant.version), server.name, status,
                                 gw.loop.time() - request.started)
+                if variant.guard is not None:
+                    gw.guard_answer(endpoint.name, variant, status)
                 self._next()
 
 

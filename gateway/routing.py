@@ -48,6 +48,7 @@ def select_variant(
     sticky_key: str | None,
     explicit_variant: str | None,
     rand: float,
+    tripped: Container[str] = (),
 ) -> Variant:
     """The variant that serves this request. Raises RouteError (404, 400 or 503).
 
@@ -66,6 +67,13 @@ def select_variant(
     the table being built from what is READY, not from what was asked for. The control plane shows
     such a variant as having no ready server. Only when no candidate has a server is one chosen
     anyway, so that the caller answers a clear 503. Whether listed servers are up is the caller's.
+
+    `tripped` names the variants whose guard has tripped (gateway/guard.py). They take no weighted
+    or sticky traffic, as if their weight were 0: requests go to the other candidates, in
+    proportion to their weights, and a sticky key that mapped to a tripped variant moves to the
+    others (its place within the tripped range, stretched over all buckets, picks among them) while
+    every other key stays where it was. When no other candidate takes traffic, an explicit version
+    is still honoured (as at weight 0) and otherwise it is a 503. The explicit variant wins anyway.
     """
     if explicit_variant is not None:
         variant = _named_variant(endpoint, explicit_variant)
@@ -94,9 +102,31 @@ def select_variant(
         if sum(weights) == 0:
             weights = [1] * len(candidates)
 
+    if tripped:
+        open_weights = [0 if v.name in tripped else w for v, w in zip(candidates, weights)]
+        if sum(open_weights) > 0:
+            if sticky_key is not None:
+                return candidates[_moved_bucket_owner(weights, open_weights, bucket_of(sticky_key))]
+            return candidates[_weighted_index(open_weights, rand)]
+        if version is None:
+            stopped = ", ".join(sorted(f"'{v.name}'" for v in candidates if v.name in tripped))
+            raise RouteError(503, f"endpoint '{endpoint.name}' has no variant with traffic: the guard of "
+                                  f"variant {stopped} tripped")
+
     if sticky_key is not None:
         return candidates[_bucket_owner(weights, bucket_of(sticky_key))]
     return candidates[_weighted_index(weights, rand)]
+
+
+def _moved_bucket_owner(weights: Sequence[int], open_weights: Sequence[int], bucket: int) -> int:
+    """The owner of `bucket` under `weights`, unless `open_weights` took its share away: then its
+    position within the lost range, stretched over all BUCKETS, picks among `open_weights`. So the
+    keys of a tripped variant spread over the others in proportion, and no other key moves."""
+    index = _bucket_owner(weights, bucket)
+    if open_weights[index] > 0:
+        return index
+    start, end = bucket_ranges(weights)[index]
+    return _bucket_owner(open_weights, (bucket - start) * BUCKETS // (end - start))
 
 
 def _placed(variants: Sequence[Variant], *, weighted: bool) -> Sequence[Variant]:

@@ -276,7 +276,8 @@ async def _serve(args, index: int, run_dir: str | None, *, announce: bool, ready
 
     source = TableSource(control_plane=args.control_plane or None, key=args.key, redis_url=args.redis or None,
                          table_file=args.table_file, poll_interval=args.poll_interval,
-                         replica_id=f"{args.replica_id}/w{index}", address=args.advertise, stats=stats)
+                         replica_id=f"{args.replica_id}/w{index}", address=args.advertise, stats=stats,
+                         trips=lambda: gw.guards.report())
     workers = args.workers if run_dir else 1
     gw = Gateway(loop, source=source, upstreams=upstreams, health=health, shadower=shadower, metrics=metrics,
                  max_body=args.max_body_bytes,
@@ -287,6 +288,7 @@ async def _serve(args, index: int, run_dir: str | None, *, announce: bool, ready
         # the health state simply start afresh for it.
         upstreams.forget_others(new.servers)
         health.forget_others(new.servers)
+        gw.table_swapped(old, new)
 
     source.on_swap.append(on_swap)
     try:

@@ -16,9 +16,11 @@ version answered by `REGRESS_AFTER` consecutive polls is taken (and logged loudl
 never moves back, it only makes the poll run at once. The swap is one attribute assignment: a request holds the table object it
 started with, and the next request sees the new one; nothing is mutated in place.
 
-Every `report_interval`, and right after a swap, the replica posts what it serves to
-`/api/v1/gateway/replicas/report`: the control plane counts a traffic change as done only when
-every live replica reports the version that holds it.
+Every `report_interval`, right after a swap, and at once when a guard trips (`report_soon`), the
+replica posts what it serves to `/api/v1/gateway/replicas/report`: the control plane counts a
+traffic change as done only when every live replica reports the version that holds it. The report
+also lists the guard trips in effect (gateway/guard.py), which the control plane confirms with a
+rollback.
 """
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ REPORT_INTERVAL = 2.0
 HTTP_TIMEOUT = 5.0
 MAX_TABLE_BYTES = 64 * 1024 * 1024
 MAX_STATS_BYTES = 4096  # the control plane's limit (controlplane/endpoints/gateway_api.py)
+MAX_TRIPS = 16  # the control plane's limit too: the newest are sent
 REGRESS_AFTER = 3  # consecutive polls answering the same lower version: the control plane went back
 
 SwapCallback = Callable[[RoutingTable, RoutingTable], Any]  # (old, new)
@@ -77,6 +80,7 @@ class TableSource:
         replica_id: str = "",
         address: str = "",
         stats: Callable[[], Mapping[str, Any]] | None = None,
+        trips: Callable[[], list[dict]] | None = None,
         channel: str | None = None,
         redis_key: str = REDIS_KEY,
         clock: Callable[[], float] = time.time,
@@ -92,6 +96,7 @@ class TableSource:
         self.replica_id = replica_id or default_replica_id()
         self.address = address
         self.stats = stats
+        self.trips = trips
         self.channel = channel or (redis_channel(redis_url) if redis_url else "")
         self.redis_key = redis_key
         self.clock = clock
@@ -303,6 +308,10 @@ class TableSource:
 
     # -- reporting -------------------------------------------------------------------------------
 
+    def report_soon(self) -> None:
+        """Post a report now rather than at the next interval (a guard tripped)."""
+        self._report_now.set()
+
     def report(self) -> dict[str, Any]:
         """The report's JSON object. The control plane takes at most MAX_STATS_BYTES of stats and
         no NaN: stats that break either are replaced by the table source's own, so the version
@@ -330,6 +339,7 @@ class TableSource:
             "table_version": self.current.version,
             "started_at": self.started_at,
             "stats": stats,
+            "trips": list(self.trips())[-MAX_TRIPS:] if self.trips is not None else [],
         }
 
     async def report_once(self) -> bool:

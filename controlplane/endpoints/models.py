@@ -121,6 +121,10 @@ class GatewayReplica(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     last_seen_at = models.DateTimeField()
     stats = models.JSONField(default=dict, blank=True, help_text="What it said of itself: requests, in flight, table source.")
+    trips = models.JSONField(
+        default=list, blank=True,
+        help_text="Guard trips it reported (gateway/guard.py), each as reported plus received_at; the newest kept.",
+    )
 
     class Meta:
         ordering = ["replica_id"]

@@ -10,9 +10,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from controlplane.common import tasks
 from controlplane.endpoints.models import GatewayReplica, RoutingTableState
 from controlplane.endpoints.publication import REDIS_KEY, REDIS_VERSION_KEY, publish_if_changed
-from controlplane.endpoints.replicas import all_replicas_serve, replicas_status
+from controlplane.endpoints.replicas import all_replicas_serve, guard_trips, replicas_status
 from controlplane.fleet.models import Pool, Server
 from gateway.table import parse_table
 
@@ -31,6 +32,10 @@ def gw(client):
     """A Django test client that speaks as a gateway."""
     client.defaults["HTTP_AUTHORIZATION"] = f"Bearer {KEY}"
     return client
+
+
+TRIP = {"endpoint": "vision.fraud", "variant": "green", "version": 3, "errors": 10, "requests": 10,
+        "error_ratio": 1.0, "tripped_at": 1764600100.25}
 
 
 def report(**overrides):
@@ -170,6 +175,25 @@ def test_a_report_writes_no_audit_event(gw, db):
     ({"stats": []}, "stats"),
     ({"stats": {"blob": "x" * 4100}}, "stats"),
     ({"extra": 1}, "extra"),
+    ({"started_at": 10**400}, "started_at"),  # an int too large for a float is a 400, not a 500
+    # guard trips (gateway/guard.py)
+    ({"trips": {}}, "trips"),
+    ({"trips": [TRIP] * 2}, "trips"),  # the same variant twice
+    ({"trips": [TRIP | {"variant": f"v{i}"} for i in range(17)]}, "trips"),  # at most 16
+    ({"trips": [TRIP | {"extra": 1}]}, "trips"),
+    ({"trips": [{k: v for k, v in TRIP.items() if k != "tripped_at"}]}, "trips"),
+    ({"trips": [TRIP | {"endpoint": "no-team"}]}, "trips"),
+    ({"trips": [TRIP | {"variant": "a b"}]}, "trips"),
+    ({"trips": [TRIP | {"version": 0}]}, "trips"),
+    ({"trips": [TRIP | {"version": "3"}]}, "trips"),
+    ({"trips": [TRIP | {"requests": 0, "errors": 0}]}, "trips"),
+    ({"trips": [TRIP | {"errors": 11}]}, "trips"),  # more errors than requests
+    ({"trips": [TRIP | {"errors": True}]}, "trips"),
+    ({"trips": [TRIP | {"error_ratio": 1.5}]}, "trips"),
+    ({"trips": [TRIP | {"error_ratio": "1"}]}, "trips"),
+    ({"trips": [TRIP | {"tripped_at": -1}]}, "trips"),
+    ({"trips": [TRIP | {"tripped_at": 10**400}]}, "trips"),
+    ({"trips": [TRIP | {"endpoint": "vision.x\u0000"}]}, "trips"),
 ])
 def test_a_report_is_strict_and_names_the_field(gw, db, changes, field):
     response = post(gw, report(**changes))
@@ -207,6 +231,124 @@ def test_a_report_needs_no_csrf_token(db):
 
     strict = Client(enforce_csrf_checks=True, HTTP_AUTHORIZATION=f"Bearer {KEY}")
     assert post(strict, report()).status_code == 204
+
+
+# -- guard trips -----------------------------------------------------------------------------------
+
+@pytest.fixture
+def queued(monkeypatch):
+    """The tasks enqueue() sends (after the commit), as (name, args)."""
+    sent = []
+    monkeypatch.setattr(tasks, "_send", lambda name, args, kwargs: sent.append((name, args)))
+    return sent
+
+
+def test_a_report_without_trips_is_still_taken(gw, db):
+    body = report()
+    assert "trips" not in body  # a gateway older than the guard
+    assert post(gw, body).status_code == 204
+    assert GatewayReplica.objects.get().trips == []
+
+
+def test_a_new_trip_is_stored_and_queues_the_rollback_task_once(gw, db, queued, django_capture_on_commit_callbacks):
+    before = timezone.now()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert post(gw, report(trips=[TRIP])).status_code == 204
+    assert queued == [("deployments.guard_tripped", ("vision.fraud", 3))]
+    [stored] = GatewayReplica.objects.get().trips
+    assert stored == TRIP | {"received_at": stored["received_at"]}
+    assert before.timestamp() <= stored["received_at"] <= timezone.now().timestamp()
+
+    # The next reports repeat the trip while it holds: nothing new, nothing queued.
+    with django_capture_on_commit_callbacks(execute=True):
+        assert post(gw, report(trips=[TRIP], table_version=4)).status_code == 204
+    assert len(queued) == 1
+    replica = GatewayReplica.objects.get()
+    assert replica.table_version == 4 and len(replica.trips) == 1
+    # A report after the trip ended (a new table) keeps the record; the selector still finds it.
+    with django_capture_on_commit_callbacks(execute=True):
+        assert post(gw, report(trips=[], table_version=5)).status_code == 204
+    assert len(GatewayReplica.objects.get().trips) == 1 and len(queued) == 1
+
+    # Another worker tripping on the same green is a new trip of its own replica.
+    other = TRIP | {"errors": 9, "error_ratio": 0.9, "tripped_at": 1764600100.5}
+    with django_capture_on_commit_callbacks(execute=True):
+        assert post(gw, report(replica_id="gw-a:1234/w1", trips=[other])).status_code == 204
+    assert queued[1:] == [("deployments.guard_tripped", ("vision.fraud", 3))]
+    # The same green tripping again under a fresh guard (a retried deployment) is new too.
+    again = TRIP | {"tripped_at": 1764600200.0}
+    with django_capture_on_commit_callbacks(execute=True):
+        assert post(gw, report(trips=[again])).status_code == 204
+    assert len(queued) == 3 and len(GatewayReplica.objects.get(replica_id="gw-a:1234:0").trips) == 2
+
+
+def test_a_refused_report_stores_and_queues_nothing(gw, db, queued, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        assert post(gw, report(trips=[TRIP], table_version=-1)).status_code == 400
+    assert queued == [] and GatewayReplica.objects.count() == 0
+
+
+def test_guard_trips_lists_one_endpoint_versions_trips_since_a_time(gw, db, queued):
+    start = timezone.now()
+    post(gw, report(trips=[TRIP, TRIP | {"variant": "canary", "version": 4}]))
+    post(gw, report(replica_id="gw-b:1/w0", trips=[TRIP | {"endpoint": "vision.other"}]))
+    post(gw, report(replica_id="gw-c:1/w0", trips=[TRIP | {"errors": 5, "error_ratio": 0.5}]))
+    found = guard_trips("vision.fraud", 3, start)
+    assert [(t["replica_id"], t["errors"]) for t in found] == [("gw-a:1234:0", 10), ("gw-c:1/w0", 5)]
+    assert found[0]["tripped_at"] == datetime.fromtimestamp(TRIP["tripped_at"], tz=UTC)
+    assert start <= found[0]["received_at"] <= timezone.now()
+    assert set(found[0]) == {"replica_id", "endpoint", "variant", "version", "errors", "requests", "error_ratio",
+                             "tripped_at", "received_at"}
+    assert [t["variant"] for t in guard_trips("vision.fraud", 4, start)] == ["canary"]
+    assert guard_trips("vision.fraud", 3, timezone.now() + timedelta(seconds=1)) == []  # received before
+    assert guard_trips("vision.fraud", 5, start) == []
+
+
+def test_old_trips_are_forgotten_and_a_replica_keeps_the_newest(gw, db, queued, monkeypatch):
+    from controlplane.endpoints import replicas
+
+    post(gw, report(trips=[TRIP]))
+    replica = GatewayReplica.objects.get()
+    replica.trips[0]["received_at"] -= replicas.TRIP_RETENTION_S + 1
+    replica.save()
+    post(gw, report(trips=[TRIP | {"tripped_at": 1764600300.0}]))
+    assert [t["tripped_at"] for t in GatewayReplica.objects.get().trips] == [1764600300.0]
+    monkeypatch.setattr(replicas, "MAX_KEPT_TRIPS", 3)
+    for i in range(5):
+        post(gw, report(trips=[TRIP | {"tripped_at": 1764600400.0 + i}]))
+    assert [t["tripped_at"] for t in GatewayReplica.objects.get().trips] == [1764600402.0, 1764600403.0, 1764600404.0]
+
+
+def test_what_the_gateway_reports_after_a_trip_is_what_the_control_plane_takes(gw, db, queued):
+    """The two sides of the contract together: gateway.guard's trip in gateway.tablesource's report."""
+    from gateway.guard import Guards
+    from gateway.table import FORMAT, parse_table
+    from gateway.tablesource import TableSource
+
+    guard = {"max_error_ratio": 0.05, "min_requests": 10, "window_s": 10}
+    table = parse_table({
+        "format": FORMAT, "version": 7, "generated_at": 1.0, "tokens": [],
+        "servers": [{"id": 1, "name": "a", "url": "http://127.0.0.1:9", "healthy": True}],
+        "endpoints": [{"name": "vision.fraud", "team": "vision", "access": "open", "sticky": None, "labels": {},
+                       "variants": [{"name": "green", "version": 3, "weight": 50, "model": "m", "servers": [1],
+                                     "guard": guard},
+                                    {"name": "blue", "version": 2, "weight": 50, "model": "m", "servers": [1],
+                                     "guard": None}],
+                       "shadow": None}],
+    })
+    guards = Guards()
+    guards.sync(table, now=0.0)
+    green = table.endpoints["vision.fraud"].variants[0]
+    for i in range(10):
+        trip = guards.observe("vision.fraud", "green", 3, green.guard, True, i * 0.01, 1764600100.0 + i)
+    assert trip is not None
+    source = TableSource(control_plane="http://127.0.0.1:9", replica_id="gw-a:8080/w0", address="http://gw-a:8080",
+                         stats=lambda: {"requests": 10}, trips=guards.report)
+    body = source.report()
+    assert body["trips"] == [trip.as_json()]
+    assert post(gw, json.loads(json.dumps(body, allow_nan=False))).status_code == 204
+    [found] = guard_trips("vision.fraud", 3, timezone.now() - timedelta(minutes=1))
+    assert (found["replica_id"], found["variant"], found["errors"], found["requests"]) == ("gw-a:8080/w0", "green", 10, 10)
 
 
 # -- replica selectors -----------------------------------------------------------------------------

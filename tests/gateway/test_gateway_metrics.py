@@ -58,3 +58,18 @@ def test_gateway_metrics_merge_sums_counters_and_keeps_the_weakest_table_gauges(
     assert metric(text, "switchyard_gateway_table_version") == 7
     assert metric(text, "switchyard_gateway_table_age_seconds") == 20.0
     assert metric(text, "switchyard_gateway_table_source_up") == 0
+
+
+def test_gateway_metrics_guard_trips_and_tripped_variants_add_up_over_workers():
+    a, b = Metrics(), Metrics()
+    a.guard_trip("team.x", "green")
+    b.guard_trip("team.x", "green")
+    a.guard_tripped = {("team.x", "green"): 1, ("team.y", "green"): 0}
+    b.guard_tripped = {("team.x", "green"): 1, ("team.y", "green"): 0}
+    snaps = [json.loads(json.dumps(s.snapshot())) for s in (a, b)]
+    text = render(merge(snaps), now=100.0).decode()
+    assert metric(text, "switchyard_gateway_guard_trips_total", endpoint="team.x", variant="green") == 2
+    assert metric(text, "switchyard_gateway_guard_tripped", endpoint="team.x", variant="green") == 2  # both workers
+    assert metric(text, "switchyard_gateway_guard_tripped", endpoint="team.y", variant="green") == 0  # guarded, fine
+    assert "# TYPE switchyard_gateway_guard_trips_total counter" in text
+    assert "# TYPE switchyard_gateway_guard_tripped gauge" in text

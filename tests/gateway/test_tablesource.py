@@ -382,7 +382,8 @@ def test_report_once(plane):
 
     assert run(go()) is True
     (report,) = plane.reports
-    assert set(report) == {"replica_id", "address", "table_version", "started_at", "stats"}
+    assert set(report) == {"replica_id", "address", "table_version", "started_at", "stats", "trips"}
+    assert report["trips"] == []  # no guard has tripped
     assert report["replica_id"] == "test-replica" and report["address"] == "10.0.0.9:8080"
     assert report["table_version"] == 1 and isinstance(report["started_at"], float)
     assert report["stats"]["requests"] == 12 and report["stats"]["table_source"]["ok"] is True
@@ -426,6 +427,33 @@ def test_reports_periodically_and_right_after_a_swap(plane):
             await src.stop()
 
     run(go())
+
+
+TRIP = {"endpoint": "vision.fraud-scorer", "variant": "green", "version": 3, "errors": 10, "requests": 10,
+        "error_ratio": 1.0, "tripped_at": 1_764_600_000.5}
+
+
+def test_report_soon_posts_the_trips_at_once_not_at_the_next_interval(plane):
+    trips = []
+    src = source(plane, poll_interval=0.05, report_interval=30, trips=lambda: trips)
+
+    async def go():
+        await src.start()
+        try:
+            await eventually(lambda: any(r["table_version"] == 1 for r in plane.reports))
+            trips.append(TRIP)
+            src.report_soon()  # what the gateway calls when a guard trips
+            await eventually(lambda: any(r["trips"] == [TRIP] for r in plane.reports), timeout=3)
+        finally:
+            await src.stop()
+
+    run(go())
+
+
+def test_a_report_carries_at_most_the_newest_trips_the_control_plane_takes():
+    many_trips = [TRIP | {"variant": f"v{i}", "tripped_at": 1_764_600_000.0 + i} for i in range(40)]
+    src = TableSource(control_plane="http://127.0.0.1:9", trips=lambda: many_trips)
+    assert src.report()["trips"] == many_trips[-tablesource.MAX_TRIPS:]
 
 
 # -- Redis -----------------------------------------------------------------------------------------------
