@@ -12,20 +12,23 @@ from controlplane.quotas.models import MAX_QUOTA_GPUS
 
 class ModelUsageSerializer(serializers.Serializer):
     model = serializers.CharField()
-    gpus = serializers.IntegerField()
+    gpus = serializers.IntegerField(help_text="Distinct devices of the model's reservations; a GPU shared with another model counts for each.")
 
 
 class HolderUsageSerializer(serializers.Serializer):
     kind = serializers.CharField()
     holder = serializers.CharField()
-    gpus = serializers.IntegerField()
+    gpus = serializers.IntegerField(help_text="Distinct devices of the holder's reservations.")
     models = serializers.ListField(child=serializers.CharField())
 
 
 class QuotaUsageSerializer(serializers.Serializer):
     team = serializers.CharField(source="team.slug")
     gpus = serializers.IntegerField(source="limit", help_text="The quota: GPUs the team may hold. 0 until one is set.")
-    held = serializers.IntegerField(help_text="GPUs held by active reservations.")
+    held = serializers.IntegerField(
+        help_text="Distinct GPU devices, (server, GPU index) pairs, that active reservations hold; a GPU that several "
+        "versions, models or reservations share counts once."
+    )
     free = serializers.IntegerField()
     over = serializers.IntegerField(help_text="GPUs held beyond the quota (after it was lowered).")
     by_model = ModelUsageSerializer(many=True)

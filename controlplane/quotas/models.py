@@ -1,5 +1,8 @@
 """GPU quotas and the reservations that count against them.
 
+The unit is a physical device, one GPU of one server: a team holds the distinct (server, GPU
+index) pairs that its active reservations name (see quotas/devices.py).
+
 A team without a GpuQuota row has a quota of 0 GPUs: nothing runs on GPUs until a platform
 admin says so. The row is created on first use (see services._locked_quota), never by a
 signal, so creating a team does not need to know about quotas.
@@ -7,6 +10,8 @@ signal, so creating a team does not need to know about quotas.
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+
+from controlplane.quotas.devices import indexes_text
 
 MAX_QUOTA_GPUS = 100_000  # far above any fleet; keeps typos like 1e9 out of the database
 
@@ -34,7 +39,12 @@ class ReservationKind(models.TextChoices):
 
 
 class Reservation(models.Model):
-    """GPUs a team holds. Active while ``released_at`` is null; released rows are kept as history.
+    """GPUs of one server that a team holds. Active while ``released_at`` is null; released rows
+    are kept as history.
+
+    ``devices`` are the GPU indexes held on ``server``, sorted; ``gpus`` is their number, kept for
+    display and history. Reservations of a team that name the same device hold it once. A
+    reservation whose server was removed holds nothing, as its devices no longer exist.
 
     ``version`` is PROTECT: versions are immutable records and a reservation's history must keep
     naming one. ``server`` is SET_NULL with ``server_name`` kept as a copy, so decommissioning a
@@ -42,7 +52,10 @@ class Reservation(models.Model):
     """
 
     team = models.ForeignKey("accounts.Team", on_delete=models.PROTECT, related_name="gpu_reservations")
-    gpus = models.PositiveIntegerField(validators=[MinValueValidator(1), MaxValueValidator(MAX_QUOTA_GPUS)])
+    gpus = models.PositiveIntegerField(
+        validators=[MinValueValidator(1), MaxValueValidator(MAX_QUOTA_GPUS)], help_text="How many devices: len(devices)."
+    )
+    devices = models.JSONField(default=list, blank=True, help_text="The GPU indexes held on the server, sorted.")
     kind = models.CharField(max_length=16, choices=ReservationKind.choices)
     version = models.ForeignKey(
         "registry.ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="gpu_reservations"
@@ -74,7 +87,8 @@ class Reservation(models.Model):
             subject = f"{subject} for {self.holder}"
         where = f" on {self.server_name}" if self.server_name else ""
         state = "" if self.released_at is None else " (released)"
-        return f"{self.gpus} GPU{'s' if self.gpus != 1 else ''} for {subject}{where}{state}"
+        which = f" ({indexes_text(self.devices)})" if self.devices else ""
+        return f"{self.gpus} GPU{'s' if self.gpus != 1 else ''}{which} for {subject}{where}{state}"
 
     @property
     def is_active(self) -> bool:

@@ -1,14 +1,16 @@
 """Writes to GPU quotas and reservations. The quota check lives here, once, under a row lock.
 
+The unit is a device, one GPU of one server: a team holds the distinct (server, GPU index) pairs
+of its active reservations, so reservations on the same GPU hold it once.
+
 Every reservation is inserted while its team's GpuQuota row is locked (SELECT ... FOR UPDATE),
-and the GPUs held are summed after the lock is taken. Under READ COMMITTED (Django's default on
-PostgreSQL) that sum sees every reservation committed by the previous lock holder, so concurrent
-reservations queue up and none can push a team past its quota. Releases only lower the total,
-so they need no lock: a compare-and-set on ``released_at`` makes them idempotent.
+and the devices held are read after the lock is taken. Under READ COMMITTED (Django's default on
+PostgreSQL) that read sees every reservation committed by the previous lock holder, so concurrent
+reservations queue up and none can push a team past its quota. Releases only shrink the set of
+devices held, so they need no lock: a compare-and-set on ``released_at`` makes them idempotent.
 """
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Sum
 from django.utils import timezone
 
 from controlplane.accounts.access import authorize, authorize_platform_admin
@@ -17,24 +19,28 @@ from controlplane.audit.context import Actor
 from controlplane.audit.services import audit_record, snapshot
 from controlplane.common.errors import Conflict
 from controlplane.fleet.models import Server
+from controlplane.quotas.devices import devices_of
 from controlplane.quotas.models import MAX_QUOTA_GPUS, GpuQuota, Reservation, ReservationKind, version_label
+from controlplane.quotas.selectors import team_devices_held
 from controlplane.registry.models import ModelVersion, VersionStatus
 
-RESERVATION_FIELDS = ["gpus", "kind", "version", "server", "server_name", "holder", "description"]
+RESERVATION_FIELDS = ["gpus", "devices", "kind", "version", "server", "server_name", "holder", "description"]
 
 
 class QuotaExceeded(Conflict):
     """The reservation would take the team past its GPU quota (HTTP 409, field "gpus").
 
-    409 rather than 403: the caller may do this, just not now; releasing GPUs or a larger
-    quota makes the same request succeed.
+    ``held`` is the distinct devices the team holds, ``needed`` the devices asked for that it
+    does not hold yet. 409 rather than 403: the caller may do this, just not now; releasing GPUs
+    or a larger quota makes the same request succeed.
     """
 
     def __init__(self, *, team: Team, limit: int, held: int, needed: int, subject: str):
         self.team, self.limit, self.held, self.needed = team, limit, held, needed
         unit = "GPU" if limit == 1 else "GPUs"
         super().__init__(
-            "gpus", f"team {team.slug} would hold {held + needed} of {limit} {unit}: {subject} needs {needed} on top of {held} held"
+            "gpus",
+            f"team {team.slug} would hold {held + needed} of {limit} {unit}: {subject} needs {needed} new on top of {held} held",
         )
 
 
@@ -60,15 +66,11 @@ def _locked_quota(team: Team) -> GpuQuota:
     return quota
 
 
-def _held(team: Team) -> int:
-    return Reservation.objects.filter(team=team, released_at__isnull=True).aggregate(n=Sum("gpus"))["n"] or 0
-
-
 def quota_set(*, actor: Actor, team: Team, gpus: int, reason: str = "") -> GpuQuota:
     """Set a team's GPU quota. Platform admins only.
 
     Lowering a quota below what the team holds is allowed: nothing already running is evicted,
-    and new reservations are refused until the team is back under its quota.
+    and reservations that add a device are refused until the team is back under its quota.
     """
     authorize_platform_admin(actor)
     gpus = _gpu_count(gpus, minimum=0)
@@ -83,8 +85,21 @@ def quota_set(*, actor: Actor, team: Team, gpus: int, reason: str = "") -> GpuQu
     return quota
 
 
-def _check_reservation(team: Team, gpus, kind: str, version: ModelVersion | None, server: Server | None, holder: str):
-    gpus = _gpu_count(gpus, minimum=1)
+def _check_devices(devices, server: Server) -> list[int]:
+    if not isinstance(devices, (list, tuple, set, frozenset)) or not devices:
+        raise ValidationError({"devices": "List the GPU indexes to reserve on the server, such as [0, 1]."})
+    if any(isinstance(d, bool) or not isinstance(d, int) or d < 0 for d in devices):
+        raise ValidationError({"devices": "GPU indexes are integers of 0 or more."})
+    if isinstance(devices, (list, tuple)) and len(set(devices)) != len(devices):
+        raise ValidationError({"devices": "A GPU index is listed twice."})
+    missing = sorted(d for d in devices if d >= server.gpu_count)
+    if missing:
+        has = f"{server.gpu_count} GPU{'s' if server.gpu_count != 1 else ''}" if server.gpu_count else "no GPUs"
+        raise ValidationError({"devices": f"{server.name} has {has}, so no GPU {', '.join(map(str, missing))}."})
+    return sorted(devices)
+
+
+def _check_reservation(team: Team, kind: str, version: ModelVersion | None, server: Server | None, devices, holder: str):
     if kind not in ReservationKind.values:
         raise ValidationError({"kind": f"Use one of {', '.join(ReservationKind.values)}."})
     if version is None:
@@ -93,51 +108,58 @@ def _check_reservation(team: Team, gpus, kind: str, version: ModelVersion | None
         raise ValidationError({"version": f"{version_label(version)} does not belong to team {team.slug}."})
     if version.status != VersionStatus.READY:
         raise ValidationError({"version": f"{version_label(version)} is still registering."})
-    if kind == ReservationKind.PLACEMENT and server is None:
-        raise ValidationError({"server": "A placement needs the server it is loaded on."})
+    if server is None:
+        raise ValidationError({"server": "Name the server whose GPUs are reserved (a deployment's surge too)."})
     if kind == ReservationKind.DEPLOYMENT and not holder:
         raise ValidationError({"holder": 'A deployment\'s surge needs its holder, such as "deployment 42".'})
-    return gpus
+    return _check_devices(devices, server)
 
 
 def quota_reserve(
     *,
     actor: Actor,
     team: Team,
-    gpus: int,
     kind: str,
+    server: Server | None,
+    devices: list[int],
     version: ModelVersion | None = None,
-    server: Server | None = None,
     holder: str = "",
     description: str = "",
 ) -> Reservation:
-    """Reserve GPUs for a team, or raise QuotaExceeded (409) naming the numbers.
+    """Reserve GPUs ``devices`` (indexes) of ``server`` for a team, or raise QuotaExceeded (409)
+    naming the numbers.
 
-    Zero-GPU placements (KIND_CPU) need no reservation: callers skip the call when
-    gpus_for_instance_groups() returns 0. Deployers of the team, platform admins and system
+    The check: the distinct devices the team holds, with these added, stay within its quota.
+    Devices the team holds already (through another reservation: blue beside green on the same
+    server, another model on the same GPU, a deployment's surge and green's own placement) cost
+    nothing, so a reservation that adds no device passes even when a lowered quota left the team
+    over it. Zero-GPU placements (KIND_CPU) need no reservation: callers skip the call when
+    devices_for_instance_groups() is empty. Deployers of the team, platform admins and system
     actors (workers) may reserve.
     """
     authorize(actor, team, Role.DEPLOYER)
-    gpus = _check_reservation(team, gpus, kind, version, server, holder)
+    devices = _check_reservation(team, kind, version, server, devices, holder)
     reservation = Reservation(
         team=team,
-        gpus=gpus,
+        gpus=len(devices),
+        devices=devices,
         kind=kind,
         version=version,
         server=server,
-        server_name=server.name if server else "",
+        server_name=server.name,
         holder=holder,
         description=description,
     )
     reservation.full_clean(exclude=["team", "version", "server"])
     with transaction.atomic():
         quota = _locked_quota(team)
-        held = _held(team)
-        if held + gpus > quota.gpus:
-            subject = version_label(version) + (f" for {holder}" if holder else "")
-            raise QuotaExceeded(team=team, limit=quota.gpus, held=held, needed=gpus, subject=subject)
+        held = team_devices_held(team)  # after the lock: sees every reservation committed before it
+        new = devices_of(server.pk, devices) - held
+        if new and len(held) + len(new) > quota.gpus:
+            subject = version_label(version) + (f" for {holder}" if holder else "") + f" on {server.name}"
+            raise QuotaExceeded(team=team, limit=quota.gpus, held=len(held), needed=len(new), subject=subject)
         reservation.save()
-        after = snapshot(reservation, RESERVATION_FIELDS) | {"team_held": held + gpus, "team_quota": quota.gpus}
+        after = snapshot(reservation, RESERVATION_FIELDS) | {"team_held": len(held) + len(new), "team_quota": quota.gpus}
         audit_record(actor=actor, action="quota.reserve", obj=reservation, team=team, after=after, reason=description)
     return reservation
 

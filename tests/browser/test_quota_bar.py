@@ -41,9 +41,9 @@ def vision(team, deployer, platform_admin):
     v1, v2 = make_version(scorer, 1), make_version(scorer, 2)
     resnet = make_version(make_model(team, "resnet50"), 1)
     server = Server.objects.create(name="gpu-1", pool=Pool.objects.create(name="a100"), http_url="http://127.0.0.1:9", gpu_count=8)
-    for gpus, version, kind, holder in [(4, v1, "placement", ""), (1, resnet, "placement", ""), (1, v2, "deployment", "deployment 42")]:
-        quota_reserve(actor=dana, team=team, gpus=gpus, kind=kind, version=version, holder=holder,
-                      server=server if kind == "placement" else None)
+    for devices, version, kind, holder in [([0, 1, 2, 3], v1, "placement", ""), ([4], resnet, "placement", ""),
+                                           ([5], v2, "deployment", "deployment 42")]:
+        quota_reserve(actor=dana, team=team, kind=kind, version=version, holder=holder, server=server, devices=devices)
     return team
 
 

@@ -68,13 +68,13 @@ def test_validation_errors_name_the_field(api, deployer, body, overrides, field,
 def test_quota_refusal_is_409_with_the_numbers(api, deployer, platform_admin, team, model, versions, gpu_servers):
     from controlplane.audit.context import Actor
 
-    make_config(model, 1, {"instance_group": [{"kind": "KIND_GPU", "count": 1}]})
+    make_config(model, 1, {"instance_group": [{"kind": "KIND_GPU", "count": 1, "gpus": [0]}]})
     quota_set(actor=Actor(user=platform_admin, source="api"), team=team, gpus=1)
     response = api(deployer).post(URL, {"model": model.pk, "versions": [1], "servers": ["gpu-0", "gpu-1"]}, format="json")
     assert response.status_code == 409
     assert response.json() == {
-        "detail": "gpus: team vision would hold 2 of 1 GPU: fraud-scorer v1 on 2 servers needs 2 on top of 0 held",
-        "fields": {"gpus": ["team vision would hold 2 of 1 GPU: fraud-scorer v1 on 2 servers needs 2 on top of 0 held"]},
+        "detail": "gpus: team vision would hold 2 of 1 GPU: fraud-scorer v1 on 2 servers needs 2 new on top of 0 held",
+        "fields": {"gpus": ["team vision would hold 2 of 1 GPU: fraud-scorer v1 on 2 servers needs 2 new on top of 0 held"]},
     }
     assert Placement.objects.count() == 0
 

@@ -1,5 +1,6 @@
-"""No race can exceed a quota: 20 concurrent HTTP requests to place a GPU model, against a live
-server (one thread per request, each with its own database connection), with room for 8."""
+"""No race can exceed a quota: 20 concurrent HTTP requests to place a GPU model, each on its own
+1-GPU server, against a live server (one thread per request, each with its own database
+connection), with room for 8 devices."""
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from threading import Barrier
@@ -14,7 +15,7 @@ from controlplane.audit.models import AuditEvent
 from controlplane.celery import app
 from controlplane.fleet.models import Pool, Server
 from controlplane.placements.models import Placement
-from controlplane.quotas.models import Reservation
+from controlplane.quotas.selectors import team_devices_held
 from controlplane.quotas.services import quota_set
 from tests.placements.conftest import make_config
 from tests.quotas.conftest import make_version
@@ -53,7 +54,6 @@ def test_twenty_concurrent_placements_never_exceed_the_quota(live_server, model,
     assert codes == [201] * QUOTA + [409] * (REQUESTS - QUOTA), codes
     refusal = next(r.json() for r in responses if r.status_code == 409)
     assert "gpus" in refusal["fields"] and f"of {QUOTA} GPUs" in refusal["detail"]
-    held = sum(Reservation.objects.filter(team=model.team, released_at__isnull=True).values_list("gpus", flat=True))
-    assert held == QUOTA
+    assert len(team_devices_held(model.team)) == QUOTA
     assert Placement.objects.count() == QUOTA
     assert AuditEvent.objects.filter(action="placement.create").count() == QUOTA

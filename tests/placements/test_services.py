@@ -10,14 +10,15 @@ from django.http import Http404
 from controlplane.audit.context import Actor
 from controlplane.audit.models import AuditEvent
 from controlplane.common.errors import Conflict
-from controlplane.fleet.models import ServerStatus
+from controlplane.fleet.models import Pool, Server, ServerStatus
 from controlplane.placements import services
 from controlplane.placements.models import Placement, PlacementTarget, TargetState
 from controlplane.quotas.models import Reservation
+from controlplane.quotas.selectors import team_devices_held
 from controlplane.quotas.services import QuotaExceeded, quota_set
 from controlplane.registry.models import VersionStatus
 from controlplane.serving.render import render_model_config
-from tests.placements.conftest import events, make_config, make_model, make_version, states
+from tests.placements.conftest import CLOSED, events, make_config, make_model, make_version, states
 
 
 def create(actor, model, versions=(1,), servers=(), **extra):
@@ -105,7 +106,8 @@ def test_create_pins_the_current_config_renders_it_and_audits(as_deployer, deplo
     (event,) = events("placement.create")
     assert (event.actor_user_id, event.source, event.team_id) == (deployer.pk, "api", model.team_id)
     assert event.after == {"versions": [1, 2], "config_revision": 2, "servers": ["triton-0", "triton-1"],
-                           "gpus": {"triton-0": 0, "triton-1": 0}, "replaced_placements": []}
+                           "gpus": {"triton-0": 0, "triton-1": 0}, "devices": {"triton-0": [], "triton-1": []},
+                           "replaced_placements": []}
 
 
 def test_the_same_request_twice_is_one_placement(as_deployer, model, versions, offline_servers):
@@ -171,7 +173,12 @@ def test_a_database_constraint_keeps_one_active_target_per_model_and_server(as_d
 
 @pytest.fixture
 def gpu_config(model):
-    return make_config(model, 1, {"instance_group": [{"kind": "KIND_GPU", "count": 2}]})
+    """2 instances on GPUs 0 and 1 of each server."""
+    return make_config(model, 1, {"instance_group": [{"kind": "KIND_GPU", "count": 2, "gpus": [0, 1]}]})
+
+
+def held(team) -> int:
+    return len(team_devices_held(team))
 
 
 def test_quota_refusal_writes_nothing_and_names_the_numbers(as_deployer, as_admin, team, model, versions, gpu_servers, gpu_config):
@@ -180,18 +187,86 @@ def test_quota_refusal_writes_nothing_and_names_the_numbers(as_deployer, as_admi
     with pytest.raises(QuotaExceeded) as caught:
         create(as_deployer, model, [1], gpu_servers)
     assert caught.value.status_code == 409 and caught.value.field == "gpus"
-    assert caught.value.message == "team vision would hold 4 of 3 GPUs: fraud-scorer v1 on 2 servers needs 4 on top of 0 held"
+    assert caught.value.message == "team vision would hold 4 of 3 GPUs: fraud-scorer v1 on 2 servers needs 4 new on top of 0 held"
     assert nothing_written() and AuditEvent.objects.count() == before
 
 
-def test_gpus_are_reserved_per_server_and_per_version(as_deployer, as_admin, team, model, versions, gpu_servers, gpu_config):
-    quota_set(actor=as_admin, team=team, gpus=8)
-    placement, _ = create(as_deployer, model, [1, 2], gpu_servers)  # 2 instances x 2 versions on each server
+def test_the_refusal_counts_what_the_team_holds_elsewhere_once(as_deployer, as_admin, team, model, versions, gpu_servers,
+                                                               gpu_config):
+    other = make_model(team, "resnet")
+    make_version(other, 1)
+    make_config(other, 1, {"instance_group": [{"kind": "KIND_GPU", "gpus": [1, 2]}]})
+    quota_set(actor=as_admin, team=team, gpus=4)
+    create(as_deployer, other, [1], gpu_servers[:1])  # GPUs 1-2 of gpu-0
+    with pytest.raises(QuotaExceeded) as caught:
+        create(as_deployer, model, [1], gpu_servers)  # GPUs 0-1 of both: 1 of gpu-0 is held already
+    assert caught.value.message == "team vision would hold 5 of 4 GPUs: fraud-scorer v1 on 2 servers needs 3 new on top of 2 held"
+
+
+def test_devices_are_reserved_per_server_whatever_the_number_of_versions(as_deployer, as_admin, team, model, versions,
+                                                                         gpu_servers, gpu_config):
+    quota_set(actor=as_admin, team=team, gpus=4)
+    placement, _ = create(as_deployer, model, [1, 2], gpu_servers)  # 2 versions side by side, on GPUs 0-1 of each
     targets = list(placement.targets.select_related("reservation"))
-    assert [(t.gpus, t.reservation.gpus, t.reservation.server_id) for t in targets] == [
-        (4, 4, gpu_servers[0].pk), (4, 4, gpu_servers[1].pk)]
+    assert [(t.gpus, t.reservation.gpus, t.reservation.devices, t.reservation.server_id) for t in targets] == [
+        (2, 2, [0, 1], gpu_servers[0].pk), (2, 2, [0, 1], gpu_servers[1].pk)]
     assert {t.reservation.holder for t in targets} == {f"placement {placement.pk}"}
     assert len(events("quota.reserve")) == 2
+    assert events("placement.create")[0].after["devices"] == {"gpu-0": [0, 1], "gpu-1": [0, 1]}
+    assert held(team) == 4
+
+
+def test_a_same_servers_second_version_costs_no_extra_device(as_deployer, as_admin, team, model, versions, gpu_servers,
+                                                             gpu_config):
+    """Green beside blue on the same servers (version_policy specific [1, 2]) fits in blue's quota."""
+    quota_set(actor=as_admin, team=team, gpus=4)
+    blue, _ = create(as_deployer, model, [1], gpu_servers)
+    both, created = create(as_deployer, model, [1, 2], gpu_servers)
+    assert created and both.rendered_config["version_policy"] == {"specific": {"versions": [1, 2]}}
+    assert held(team) == 4 and [t.gpus for t in both.targets.all()] == [2, 2]
+    assert Reservation.objects.filter(released_at__isnull=True).count() == 2  # blue's were released as it was replaced
+
+
+def test_kind_gpu_without_gpus_takes_every_gpu_of_its_server(as_deployer, as_admin, team, model, versions):
+    """Triton spreads KIND_GPU without gpus over every GPU of the server: 4 on a 4-GPU server."""
+    four = Server.objects.create(name="gpu-4x", pool=Pool.objects.create(name="a10"), http_url=CLOSED, gpu_count=4)
+    make_config(model, 1, {"instance_group": [{"kind": "KIND_GPU", "count": 1}]})
+    quota_set(actor=as_admin, team=team, gpus=3)
+    with pytest.raises(QuotaExceeded, match="would hold 4 of 3 GPUs: fraud-scorer v1 on 1 server needs 4 new on top of 0 held"):
+        create(as_deployer, model, [1], [four])
+    quota_set(actor=as_admin, team=team, gpus=4)
+    placement, _ = create(as_deployer, model, [1], [four])
+    target = placement.targets.select_related("reservation").get()
+    assert (target.gpus, target.reservation.devices) == (4, [0, 1, 2, 3])
+
+
+def test_listed_gpus_take_exactly_those(as_deployer, as_admin, team, model, versions, gpu_servers):
+    make_config(model, 1, {"instance_group": [{"kind": "KIND_GPU", "count": 3, "gpus": [0, 2]}, {"kind": "KIND_CPU"}]})
+    quota_set(actor=as_admin, team=team, gpus=2)
+    placement, _ = create(as_deployer, model, [1], gpu_servers[:1])
+    target = placement.targets.select_related("reservation").get()
+    assert (target.gpus, target.reservation.devices) == (2, [0, 2])
+
+
+def test_a_gpu_index_the_server_lacks_is_refused_naming_the_field(as_deployer, as_admin, team, model, versions, gpu_servers):
+    four = Server.objects.create(name="gpu-4x", pool=Pool.objects.create(name="a10"), http_url=CLOSED, gpu_count=4)
+    make_config(model, 1, {"instance_group": [{"kind": "KIND_GPU", "gpus": [0, 6]}]})
+    quota_set(actor=as_admin, team=team, gpus=64)
+    with pytest.raises(ValidationError) as caught:
+        create(as_deployer, model, [1], [gpu_servers[0], four])
+    assert caught.value.message_dict == {"instance_group[0].gpus": ["gpu-4x has no GPU 6: it has 4 GPUs, indexes 0 to 3."]}
+    assert nothing_written()
+
+
+def test_two_models_of_the_team_on_the_same_device_count_once(as_deployer, as_admin, team, model, versions, gpu_servers):
+    other = make_model(team, "resnet")
+    make_version(other, 1)
+    for m in (model, other):
+        make_config(m, 1, {"instance_group": [{"kind": "KIND_GPU", "gpus": [3]}]})
+    quota_set(actor=as_admin, team=team, gpus=1)
+    create(as_deployer, model, [1], gpu_servers[:1])
+    create(as_deployer, other, [1], gpu_servers[:1])
+    assert held(team) == 1 and Reservation.objects.filter(released_at__isnull=True).count() == 2
 
 
 def test_cpu_only_servers_take_no_gpus_for_auto_instances(as_deployer, team, offline_servers, gpu_servers):
@@ -208,10 +283,24 @@ def test_cpu_only_servers_take_no_gpus_for_auto_instances(as_deployer, team, off
 def test_replacing_a_target_releases_its_gpus_before_reserving(as_deployer, as_admin, team, model, versions, gpu_servers, gpu_config):
     quota_set(actor=as_admin, team=team, gpus=2)
     old, _ = create(as_deployer, model, [1], gpu_servers[:1])
-    new, _ = create(as_deployer, model, [2], gpu_servers[:1])  # would need 4 if the old 2 were still held
+    moved = make_config(model, 2, {"instance_group": [{"kind": "KIND_GPU", "gpus": [2, 3]}]})
+    new, _ = create(as_deployer, model, [2], gpu_servers[:1], config=moved)  # would need 4 if GPUs 0-1 were still held
     old_target = old.targets.select_related("reservation").get()
     assert old_target.reservation.released_at is not None
+    assert new.targets.select_related("reservation").get().reservation.devices == [2, 3]
     assert new.targets.get().reservation.released_at is None
+
+
+def test_every_replaced_target_is_released_before_any_reservation(as_deployer, as_admin, team, model, versions, gpu_servers):
+    """Whatever the order of the servers: the old target on gpu-1 frees its 8 GPUs before gpu-0's
+    new one is reserved, so moving from 8 GPUs of gpu-1 to GPU 0 of each server fits a quota of 8."""
+    every = make_config(model, 1, {"instance_group": [{"kind": "KIND_GPU"}]})
+    one = make_config(model, 2, {"instance_group": [{"kind": "KIND_GPU", "gpus": [0]}]})
+    quota_set(actor=as_admin, team=team, gpus=8)
+    create(as_deployer, model, [1], gpu_servers[1:], config=every)
+    assert held(team) == 8
+    placement, created = create(as_deployer, model, [2], gpu_servers, config=one)
+    assert created and held(team) == 2 and [t.gpus for t in placement.targets.all()] == [1, 1]
 
 
 # -- apply, retry, remove (servers refuse connections) ----------------------------------------------
@@ -335,4 +424,4 @@ def test_a_gpu_config_does_not_fit_cpu_only_servers(model, versions, offline_ser
     assert not Placement.objects.exists()
     quota_set(actor=as_admin, team=model.team, gpus=8)
     placement, created = placement_create(actor=as_deployer, model=model, versions=[1], servers=gpu_servers[:1], config=config)
-    assert created and placement.targets.get().gpus == 1
+    assert created and placement.targets.get().gpus == 8  # KIND_GPU without gpus: every GPU of the server

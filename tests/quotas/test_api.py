@@ -12,12 +12,15 @@ URL = "/api/v1/quotas/"
 
 @pytest.fixture
 def used(as_admin, as_deployer, team, other_team, model, server):
-    """vision: quota 8; fraud-scorer v1 placed with 4, deployment 42 surging v2 with 2. speech: quota 3."""
+    """vision: quota 8; fraud-scorer v1 placed on GPUs 0-3 of gpu-1, deployment 42 surging v2 on 4-5,
+    and v2 also placed on 0-1 beside v1 (no new device). speech: quota 3."""
     quota_set(actor=as_admin, team=team, gpus=8)
     quota_set(actor=as_admin, team=other_team, gpus=3)
     v1, v2 = make_version(model, 1), make_version(model, 2)
-    quota_reserve(actor=as_deployer, team=team, gpus=4, kind=ReservationKind.PLACEMENT, version=v1, server=server)
-    quota_reserve(actor=as_deployer, team=team, gpus=2, kind=ReservationKind.DEPLOYMENT, version=v2, holder="deployment 42")
+    quota_reserve(actor=as_deployer, team=team, kind=ReservationKind.PLACEMENT, version=v1, server=server, devices=[0, 1, 2, 3])
+    quota_reserve(actor=as_deployer, team=team, kind=ReservationKind.DEPLOYMENT, version=v2, server=server, devices=[4, 5],
+                  holder="deployment 42")
+    quota_reserve(actor=as_deployer, team=team, kind=ReservationKind.PLACEMENT, version=v2, server=server, devices=[0, 1])
 
 
 VISION = {
@@ -132,7 +135,7 @@ def test_malformed_json_is_400(api, team, platform_admin):
     assert response.status_code == 400 and response.json()["fields"] == {"body": ["Send a JSON object."]}
 
 
-def test_quota_exceeded_comes_back_as_409_with_the_numbers(api, used, team, deployer):
+def test_quota_exceeded_comes_back_as_409_with_the_numbers(api, used, team, deployer, server, as_admin):
     """No API reserves GPUs yet; the error format is checked through DRF's handler directly."""
     from rest_framework.test import APIRequestFactory
 
@@ -140,11 +143,12 @@ def test_quota_exceeded_comes_back_as_409_with_the_numbers(api, used, team, depl
     from controlplane.quotas.services import QuotaExceeded
 
     version = make_version(make_model(team, "resnet50"), 1)
+    quota_set(actor=as_admin, team=team, gpus=7)
     with pytest.raises(QuotaExceeded) as caught:
-        quota_reserve(actor=Actor(user=deployer, source="api"), team=team, gpus=3, kind=ReservationKind.DEPLOYMENT,
-                      version=version, holder="deployment 43")
+        quota_reserve(actor=Actor(user=deployer, source="api"), team=team, kind=ReservationKind.DEPLOYMENT,
+                      version=version, server=server, devices=[5, 6, 7, 0], holder="deployment 43")
     response = exception_handler(caught.value, {"request": APIRequestFactory().post("/")})
-    message = "team vision would hold 9 of 8 GPUs: resnet50 v1 for deployment 43 needs 3 on top of 6 held"
+    message = "team vision would hold 8 of 7 GPUs: resnet50 v1 for deployment 43 on gpu-1 needs 2 new on top of 6 held"
     assert response.status_code == 409
     assert response.data == {"detail": f"gpus: {message}", "fields": {"gpus": [message]}}
 

@@ -1,5 +1,8 @@
 """No race can exceed a quota: many reservations at once, each from its own thread and connection.
 
+What is held is a number of distinct devices, (server, GPU index): the races here reserve new
+devices, shared devices and a mix, and the team never holds more devices than its quota.
+
 The canary test runs the same race against a deliberately unlocked check-then-insert, with a
 barrier so that every thread reads before any writes, and shows that the same assertions catch
 the oversubscription. So the locked service's success is not luck.
@@ -10,12 +13,14 @@ from collections import Counter
 
 import pytest
 from django.db import connection, transaction
-from django.db.models import Sum
 
 from controlplane.audit.context import Actor
 from controlplane.audit.models import AuditEvent
+from controlplane.fleet.models import Server
 from controlplane.quotas.models import GpuQuota, Reservation, ReservationKind
+from controlplane.quotas.selectors import team_devices_held
 from controlplane.quotas.services import QuotaExceeded, quota_release, quota_reserve, quota_set
+from tests.quotas.conftest import make_version
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -28,12 +33,19 @@ def _postgresql_only():
     assert connection.vendor == "postgresql", "the quota race tests need PostgreSQL: run them with `make test`"
 
 THREADS = 24
-EACH = 2  # GPUs per request
+EACH = 2  # new devices per request
 LIMIT = 15  # room for 7 requests of 2; the 8th would hold 16
 
 
 def held(team) -> int:
-    return Reservation.objects.filter(team=team, released_at__isnull=True).aggregate(n=Sum("gpus"))["n"] or 0
+    return len(team_devices_held(team))
+
+
+@pytest.fixture
+def servers(server):
+    """One 8-GPU server per thread (gpu-1 is the first), so that each thread reserves new devices."""
+    more = [Server(name=f"gpu-{i + 1}", pool=server.pool, http_url=server.http_url, gpu_count=8) for i in range(1, THREADS)]
+    return [server, *Server.objects.bulk_create(more)]
 
 
 def race(attempt, n=THREADS, *, before_start=None):
@@ -94,12 +106,12 @@ def waiting_on_locks() -> int:
 
 
 @pytest.fixture
-def locked_attempt(team, deployer, version, server):
+def locked_attempt(team, deployer, version, servers):
     actor = Actor(user=deployer, source="api")
 
     def attempt(i):
-        quota_reserve(actor=actor, team=team, gpus=EACH, kind=ReservationKind.PLACEMENT, version=version, server=server,
-                      holder=f"placement {i}")
+        quota_reserve(actor=actor, team=team, kind=ReservationKind.PLACEMENT, version=version, server=servers[i],
+                      devices=list(range(EACH)), holder=f"placement {i}")
         return "ok"
 
     return attempt
@@ -138,7 +150,8 @@ def test_concurrent_first_use_of_a_team_without_a_quota_row(team, deployer, vers
     actor = Actor(user=deployer, source="api")
 
     def attempt(i):
-        quota_reserve(actor=actor, team=team, gpus=1, kind=ReservationKind.PLACEMENT, version=version, server=server)
+        quota_reserve(actor=actor, team=team, kind=ReservationKind.PLACEMENT, version=version, server=server,
+                      devices=[i % server.gpu_count])
         return "ok"
 
     outcomes, errors = race(attempt)
@@ -165,7 +178,7 @@ def test_concurrent_quota_sets_are_serialized_with_a_true_before(team, platform_
     assert GpuQuota.objects.get(team=team).gpus == chain[-1][1]["gpus"]
 
 
-def test_reserving_and_releasing_at_once_never_exceeds_the_quota(team, as_admin, deployer, version, server):
+def test_reserving_and_releasing_at_once_never_exceeds_the_quota(team, as_admin, deployer, version, servers):
     """Threads reserve and release in loops while a sampler watches what is held."""
     limit, rounds = 10, 4
     quota_set(actor=as_admin, team=team, gpus=limit)
@@ -184,8 +197,8 @@ def test_reserving_and_releasing_at_once_never_exceeds_the_quota(team, as_admin,
         kept = 0
         for _ in range(rounds):
             try:
-                reservation = quota_reserve(actor=actor, team=team, gpus=3, kind=ReservationKind.PLACEMENT,
-                                            version=version, server=server)
+                reservation = quota_reserve(actor=actor, team=team, kind=ReservationKind.PLACEMENT, version=version,
+                                            server=servers[i], devices=[0, 1, 2])
             except QuotaExceeded:
                 continue
             kept += 1
@@ -208,25 +221,67 @@ def test_reserving_and_releasing_at_once_never_exceeds_the_quota(team, as_admin,
     assert AuditEvent.objects.filter(action="quota.release").count() == successes
 
 
+def test_concurrent_reservations_of_the_same_devices_all_pass_and_count_once(team, as_admin, deployer, model, server):
+    """Every thread reserves GPUs 0 and 1 of gpu-1 (a same-servers green, many times over) with a
+    quota of exactly 2: none is refused, and the team holds 2."""
+    quota_set(actor=as_admin, team=team, gpus=2)
+    actor = Actor(user=deployer, source="api")
+    versions = [make_version(model, 10 + i) for i in range(THREADS)]
+
+    def attempt(i):
+        quota_reserve(actor=actor, team=team, kind=ReservationKind.PLACEMENT, version=versions[i], server=server,
+                      devices=[0, 1])
+        return "ok"
+
+    outcomes, errors = race(attempt)
+    assert errors == [] and outcomes == Counter({"ok": THREADS})
+    assert held(team) == 2 and Reservation.objects.filter(team=team).count() == THREADS
+
+
+def test_shared_and_new_devices_racing_never_exceed_the_quota(team, as_admin, deployer, version, servers):
+    """Each thread asks for the same 4 GPUs of gpu-1 plus GPU 0 of its own server: the first to get
+    the lock adds 5 devices, each later one 1, so with a quota of 10 exactly 6 get through."""
+    limit = 10
+    quota_set(actor=as_admin, team=team, gpus=limit)
+    actor = Actor(user=deployer, source="api")
+    shared = Server.objects.create(name="gpu-shared", pool=servers[0].pool, http_url=servers[0].http_url, gpu_count=4)
+
+    def attempt(i):
+        with transaction.atomic():  # both reservations or neither, as a placement on two servers does
+            quota_reserve(actor=actor, team=team, kind=ReservationKind.PLACEMENT, version=version, server=shared,
+                          devices=[0, 1, 2, 3])
+            quota_reserve(actor=actor, team=team, kind=ReservationKind.PLACEMENT, version=version, server=servers[i],
+                          devices=[0])
+        return "ok"
+
+    outcomes, errors = race(attempt)
+    assert errors == []
+    assert outcomes == Counter({"ok": 6, "exceeded": THREADS - 6}), outcomes
+    assert held(team) == limit
+    assert Reservation.objects.filter(team=team).count() == 12
+
+
 # The canary: the same race against a check without a lock ------------------------------------
 
-def unlocked_reserve(team, version, server, gpus, barrier):
+def unlocked_reserve(team, version, server, devices, barrier):
     """What healthchecks does: read, check, insert, with no lock. The barrier makes every
     thread read before any thread writes, as an unlucky schedule would."""
     with transaction.atomic():
         limit = GpuQuota.objects.get(team=team).gpus
-        current = held(team)
+        current = team_devices_held(team)
         barrier.wait(timeout=30)
-        if current + gpus > limit:
-            raise QuotaExceeded(team=team, limit=limit, held=current, needed=gpus, subject="canary")
-        Reservation.objects.create(team=team, gpus=gpus, kind=ReservationKind.PLACEMENT, version=version, server=server)
+        new = {(server.pk, d) for d in devices} - current
+        if len(current) + len(new) > limit:
+            raise QuotaExceeded(team=team, limit=limit, held=len(current), needed=len(new), subject="canary")
+        Reservation.objects.create(team=team, gpus=len(devices), devices=devices, kind=ReservationKind.PLACEMENT,
+                                   version=version, server=server)
     return "ok"
 
 
-def test_the_race_catches_an_unlocked_check(team, as_admin, version, server):
+def test_the_race_catches_an_unlocked_check(team, as_admin, version, servers):
     quota_set(actor=as_admin, team=team, gpus=LIMIT)
     read_all = threading.Barrier(THREADS)
-    outcomes, errors = race(lambda i: unlocked_reserve(team, version, server, EACH, read_all))
+    outcomes, errors = race(lambda i: unlocked_reserve(team, version, servers[i], list(range(EACH)), read_all))
     assert errors == []
     assert held(team) > LIMIT  # oversubscribed: every thread saw 0 held
     with pytest.raises(AssertionError):

@@ -9,7 +9,7 @@
 Import from here: ``from controlplane.placements.services import placement_create``.
 """
 from controlplane.placements.services.commands import (
-    gpus_per_server,
+    devices_on_server,
     placement_create,
     placement_remove,
     placement_retry,
@@ -41,7 +41,7 @@ _record_load = record_load
 _record_removed = record_removed
 
 __all__ = [
-    "Claim", "LiveTarget", "Outcome", "claim", "close_if_empty", "gpus_per_server", "placement_apply",
+    "Claim", "LiveTarget", "Outcome", "claim", "close_if_empty", "devices_on_server", "placement_apply",
     "placement_create", "placement_live", "placement_remove", "placement_retry", "placement_unload",
     "placements_sample", "reconcile_fleet", "record_load", "record_removed", "retire", "targets",
 ]

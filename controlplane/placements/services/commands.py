@@ -32,8 +32,10 @@ from controlplane.placements.services.state import (
     retire,
     targets,
 )
-from controlplane.quotas.instance_groups import gpus_for_instance_groups
+from controlplane.quotas.devices import devices_of
+from controlplane.quotas.instance_groups import devices_for_instance_groups
 from controlplane.quotas.models import ReservationKind
+from controlplane.quotas.selectors import team_devices_held
 from controlplane.quotas.services import QuotaExceeded, quota_reserve
 from controlplane.registry.models import Model, ModelVersion, VersionStatus
 from controlplane.serving.models import ServingConfig
@@ -101,11 +103,27 @@ def _check_config_fits(model: Model, config: ServingConfig | None, servers: list
             raise ValidationError({"servers": f"Config r{config.revision} does not fit the {kind} servers: {problems}"}) from None
 
 
-def gpus_per_server(rendered: dict, server: Server, version_count: int) -> int:
-    """GPUs the placement takes on one server. Triton starts every instance group once per loaded
-    version, so two versions side by side take twice the GPUs of one."""
-    per_version = gpus_for_instance_groups(rendered.get("instance_group"), server_has_gpus=server.gpu_count > 0)
-    return per_version * version_count
+def devices_on_server(rendered: dict, server: Server) -> list[int]:
+    """The GPU indexes of ``server`` that the placement occupies, sorted (see
+    quotas/instance_groups.py). The number of versions does not matter: Triton starts every
+    instance group once per loaded version on the same GPUs, so versions side by side (a
+    same-servers green beside blue) cost GPU memory, not devices."""
+    groups = rendered.get("instance_group")
+    return sorted(devices_for_instance_groups(groups, server_gpu_count=server.gpu_count, server_name=server.name))
+
+
+def _refusal(refused: QuotaExceeded, model: Model, numbers: list[int], devices: dict[int, list[int]],
+             reserved: list[int]) -> QuotaExceeded:
+    """The refusal of one server's reservation, restated for the whole placement: what the team
+    holds besides this placement (whose replaced targets were released already), and the devices
+    the placement adds to that."""
+    held = team_devices_held(model.team, except_reservations=reserved)
+    wanted = set().union(*(devices_of(server_id, indexes) for server_id, indexes in devices.items()))
+    servers = len(devices)
+    return QuotaExceeded(
+        team=model.team, limit=refused.limit, held=len(held), needed=len(wanted - held),
+        subject=f"{_label(model, numbers)} on {servers} server{'s' if servers != 1 else ''}",
+    )
 
 
 def _same_active_placement(model: Model, numbers: list[int], config: ServingConfig | None, servers: list[Server]):
@@ -139,7 +157,7 @@ def placement_create(*, actor: Actor, model: Model, versions: list[int], servers
     config = _check_config(model, config)
     _check_config_fits(model, config, servers)
     rendered = render_model_config(model, config, versions=numbers)
-    needed = {s.pk: gpus_per_server(rendered, s, len(numbers)) for s in servers}
+    devices = {s.pk: devices_on_server(rendered, s) for s in servers}
 
     with transaction.atomic():
         Model.objects.select_for_update().filter(pk=model.pk).first()  # one placement change per model at a time
@@ -155,33 +173,35 @@ def placement_create(*, actor: Actor, model: Model, versions: list[int], servers
             .filter(model=model, server__in=servers, state__in=ACTIVE_STATES)
         }
         now = timezone.now()
-        reserved = 0
         replaced_placements = set()
+        kept_loaded = set()
+        # Retire every replaced target first: its devices are released before any is reserved,
+        # whatever the order of the servers.
         for server in servers:
             old = current.get(server.pk)
-            keep_loaded = (
-                old is not None and old.state == TargetState.READY and old.placement.rendered_config == rendered
-            )
-            if old is not None:
-                retire(actor, old, reason=f"replaced by placement {placement.pk}", team=model.team)
-                replaced_placements.add(old.placement_id)
+            if old is None:
+                continue
+            if old.state == TargetState.READY and old.placement.rendered_config == rendered:
+                kept_loaded.add(server.pk)
+            retire(actor, old, reason=f"replaced by placement {placement.pk}", team=model.team)
+            replaced_placements.add(old.placement_id)
+        reserved: list[int] = []
+        for server in servers:
+            old = current.get(server.pk)
+            keep_loaded = server.pk in kept_loaded
             reservation = None
-            if needed[server.pk]:
+            if devices[server.pk]:
                 try:
                     reservation = quota_reserve(
-                        actor=actor, team=model.team, gpus=needed[server.pk], kind=ReservationKind.PLACEMENT,
-                        version=version_rows[-1], server=server, holder=f"placement {placement.pk}",
+                        actor=actor, team=model.team, kind=ReservationKind.PLACEMENT, server=server,
+                        devices=devices[server.pk], version=version_rows[-1], holder=f"placement {placement.pk}",
                         description=f"{_label(model, numbers)} on {server.name}",
                     )
                 except QuotaExceeded as refused:
-                    total = sum(needed.values())
-                    raise QuotaExceeded(
-                        team=model.team, limit=refused.limit, held=refused.held - reserved, needed=total,
-                        subject=f"{_label(model, numbers)} on {len(servers)} server{'s' if len(servers) != 1 else ''}",
-                    ) from None
-                reserved += needed[server.pk]
+                    raise _refusal(refused, model, numbers, devices, reserved) from None
+                reserved.append(reservation.pk)
             target = PlacementTarget.objects.create(
-                placement=placement, model=model, server=server, server_name=server.name, gpus=needed[server.pk],
+                placement=placement, model=model, server=server, server_name=server.name, gpus=len(devices[server.pk]),
                 reservation=reservation, state_changed_at=now,
                 state=TargetState.READY if keep_loaded else TargetState.PENDING,
                 loaded_at=old.loaded_at if keep_loaded else None,
@@ -197,7 +217,8 @@ def placement_create(*, actor: Actor, model: Model, versions: list[int], servers
                 "versions": numbers,
                 "config_revision": config.revision if config else None,
                 "servers": [s.name for s in servers],
-                "gpus": {s.name: needed[s.pk] for s in servers},
+                "gpus": {s.name: len(devices[s.pk]) for s in servers},
+                "devices": {s.name: devices[s.pk] for s in servers},
                 "replaced_placements": sorted(replaced_placements),
             },
         )
