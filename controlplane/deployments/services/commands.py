@@ -168,7 +168,10 @@ def resolve(*, actor: Actor, data) -> Resolved:
     plan = planning.make_plan(
         steps=spec.steps, interval_s=spec.gates.interval_s, approval_required=spec.approval_required,
         rollback_window_s=spec.rollback_window_s, load_s=load_s, quota=_quota(endpoint.team), held=held,
-        green_devices=green_devices, other_devices=held - blue_devices,
+        green_devices=green_devices,
+        # What stays held when blue retires: a device blue shares with another model stays.
+        other_devices=team_devices_held(endpoint.team, except_reservations=[
+            t.reservation_id for t in blue_targets if t.reservation_id is not None]),
     )
     return Resolved(spec, endpoint, blue, green, blue_targets, servers, green_devices, plan, versions)
 
