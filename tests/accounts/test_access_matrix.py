@@ -4,6 +4,12 @@ Oracle: every change writes an audit event, so an allowed action must answer 2xx
 with a success message for UI forms) and add audit events; a refused one must answer 4xx (or
 send an anonymous browser to the login page) and add none. A refused UI form re-renders with its
 errors and the status the API would give (ui_refusal_status).
+
+Tokens: an admin's read-only token and infer-only token (the data plane's scope) are refused by
+every write. Deployment actions build what they act on first (a deployment in the state the
+action needs, blue READY, the endpoint), and pin their refusals: 403 for a role or scope too low,
+404 for another team's deployment, 400 for another team's endpoint named in the body. Planning a
+deployment is a read sent by POST: allowed or not, it writes no audit event.
 """
 import io
 from dataclasses import dataclass
@@ -18,9 +24,12 @@ from controlplane.accounts.models import ApiToken, Membership, Role, Team
 from controlplane.accounts.services import token_create
 from controlplane.audit.context import Actor
 from controlplane.audit.models import AuditEvent
+from controlplane.deployments.machine import RUNNING, State
+from controlplane.deployments.models import Deployment
+from controlplane.deployments.spec import Gates
 from controlplane.endpoints.services import VariantSpec, endpoint_create
 from controlplane.fleet.models import Pool, Server
-from controlplane.placements.models import TargetState
+from controlplane.placements.models import Placement, PlacementTarget, TargetState
 from controlplane.placements.services import placement_create
 from controlplane.registry.labels import label_set
 from controlplane.registry.models import ModelVersion, VersionStatus
@@ -42,6 +51,9 @@ class Action:
     needs: str  # "viewer" | "deployer" | "admin" (in the target team) | "platform" | "self" (one's own account)
     ui: bool = False
     multipart: bool = False
+    prepare: Callable[[dict, str], None] | None = None  # builds what the action acts on, before counting events
+    audited: bool = True  # False for a read through POST (a deployment's plan): allowed, yet writes no event
+    refusal: Callable[["Action", tuple, str], tuple[int, ...]] | None = None  # the exact refusal statuses, if pinned
 
 
 def _upload():
@@ -49,6 +61,82 @@ def _upload():
     f.name = "model.py"
     return f
 
+
+DEPLOYMENTS = "/api/v1/deployments/"
+
+
+def _deployment_ground(w, t) -> None:
+    """Team t's blue (v1 of its model) READY on a server of its own and the endpoint t.dep pinned on
+    v1, for the deployment actions only: the other actions' world stays as it was."""
+    host, _ = Server.objects.get_or_create(name="dep-host", defaults={"pool": Pool.objects.get(name="cpu"),
+                                                                      "http_url": "http://127.0.0.1:9"})
+    model = w["models"][t]
+    placement = Placement.objects.create(model=model, versions=[1], rendered_config={})
+    PlacementTarget.objects.create(placement=placement, model=model, server=host, server_name=host.name,
+                                   state=TargetState.READY, state_changed_at=timezone.now())
+    w.setdefault("dep_endpoints", {})[t] = endpoint_create(
+        actor=Actor.system(), team=w["teams"][t], model=model, name="dep", kind="pinned", variants=[VariantSpec("a", 1, 1)])
+
+
+def _deployment_in(state: State):
+    """A deployment of t.dep (v1 -> v2) in ``state``, as the worker or the schedule left it."""
+
+    def prepare(w, t) -> None:
+        _deployment_ground(w, t)
+        model, now = w["models"][t], timezone.now()
+        w.setdefault("deployments", {})[t] = Deployment.objects.create(
+            team=w["teams"][t], endpoint=w["dep_endpoints"][t], model=model, blue_version=model.versions.get(version=1),
+            green_version=model.versions.get(version=2), strategy="canary", steps=[{"percent": 10, "bake_s": 60}],
+            placement_mode="same_servers", gates=Gates().as_dict(), state=state, state_changed_at=now,
+            step_index=0 if state in RUNNING else -1, traffic_percent=10 if state in RUNNING else 0,
+            cause="error" if state == State.FAILED else "",
+            start_at=now + timedelta(hours=1) if state == State.SCHEDULED else None,
+            plan={"green_versions": [1, 2], "blue_versions": [1], "blue_variants": [{"name": "a", "version": 1, "weight": 1}]},
+        )
+
+    return prepare
+
+
+NAMES_THE_ENDPOINT_IN_THE_BODY = {"api: create deployment", "api: plan deployment"}
+
+
+def _deployment_refusal(action: "Action", actor: tuple, target: str) -> tuple[int, ...]:
+    """An infer-only token is no REST credential: 403. A team the actor cannot see (a read token
+    reads as its owner): its deployment is a 404, its endpoint named in the body a 400 field error,
+    the same answers as for missing ones. A role or token scope below deploy in a team the actor
+    sees: 403."""
+    name, role, platform, token = actor
+    if name == "anonymous":
+        return (401, 403)
+    if token == "infer":
+        return (403,)
+    sees = platform or (target == "speech" if name == "outsider-admin" else target == "vision")
+    if not sees:
+        return (400,) if action.name in NAMES_THE_ENDPOINT_IN_THE_BODY else (404,)
+    return (403,)
+
+
+def _deployment_action(event: str, state: State) -> "Action":
+    return Action(f"api: {event} deployment", "post", lambda w, t: f"{DEPLOYMENTS}{w['deployments'][t].pk}/{event}/",
+                  lambda w, t: {"reason": f"{event} it"}, "deployer", prepare=_deployment_in(state),
+                  refusal=_deployment_refusal)
+
+
+DEPLOYMENT_ACTIONS = [
+    Action("api: create deployment", "post", lambda w, t: DEPLOYMENTS,
+           lambda w, t: {"endpoint": f"{t}.dep", "version": 2, "reason": "ship v2"}, "deployer",
+           prepare=_deployment_ground, refusal=_deployment_refusal),
+    Action("api: plan deployment", "post", lambda w, t: f"{DEPLOYMENTS}plan/",
+           lambda w, t: {"endpoint": f"{t}.dep", "version": 2, "strategy": "linear"}, "deployer",
+           prepare=_deployment_ground, audited=False, refusal=_deployment_refusal),
+    _deployment_action("promote", State.SHIFTING),
+    _deployment_action("rollback", State.BAKING),
+    _deployment_action("abort", State.VALIDATING),
+    _deployment_action("retry", State.FAILED),
+    _deployment_action("resume", State.PAUSED),
+    _deployment_action("approve", State.AWAITING_APPROVAL),
+    _deployment_action("cancel", State.SCHEDULED),
+]
 
 ACTIONS = [
     Action("api: create team", "post", lambda w, t: "/api/v1/teams/", lambda w, t: {"slug": "new-team"}, "platform"),
@@ -142,22 +230,24 @@ ACTIONS = [
            lambda w, t: {"name": "ep", "kind": "pinned", "access": "open",
                          "variant-0-name": "a", "variant-0-version": "1", "variant-0-weight": "3"}, "deployer", ui=True),
     Action("ui: delete endpoint", "post", lambda w, t: f"/endpoints/{w['endpoints'][t].pk}/delete/", None, "deployer", ui=True),
+    *DEPLOYMENT_ACTIONS,
 ]
-# Who acts: (name, role in vision or None, platform admin?, via a read-only token?)
+# Who acts: (name, role in vision or None, platform admin?, the scope of the token it acts through or None)
 ACTORS = [
-    ("anonymous", None, False, False),
-    ("outsider-admin", None, False, False),  # admin of speech only; targets below make "own" mean vision
-    ("viewer", "viewer", False, False),
-    ("deployer", "deployer", False, False),
-    ("team-admin", "admin", False, False),
-    ("team-admin-read-token", "admin", False, True),
-    ("platform-admin", None, True, False),
+    ("anonymous", None, False, None),
+    ("outsider-admin", None, False, None),  # admin of speech only; targets below make "own" mean vision
+    ("viewer", "viewer", False, None),
+    ("deployer", "deployer", False, None),
+    ("team-admin", "admin", False, None),
+    ("team-admin-read-token", "admin", False, "read"),
+    ("team-admin-infer-token", "admin", False, "infer"),  # the data plane's scope: no use on the REST API
+    ("platform-admin", None, True, None),
 ]
 
 
 def allowed(action: Action, actor: tuple, target: str) -> bool:
-    name, role, platform, read_token = actor
-    if name == "anonymous" or read_token:
+    name, role, platform, token = actor
+    if name == "anonymous" or token:
         return False
     if platform or action.needs == "self":
         return True
@@ -221,13 +311,14 @@ def world(db, s3):
     }
     for user in people.values():  # everyone has a personal token to revoke
         token_create(actor=system, user=user, name="old", scopes=["read"], expires_at=soon)
-    read_token = token_create(actor=system, user=people["admin-vision"], name="ro", scopes=["read"], expires_at=soon)[1]
+    scoped_tokens = {scope: token_create(actor=system, user=people["admin-vision"], name=f"only-{scope}", scopes=[scope],
+                                         expires_at=soon)[1] for scope in ("read", "infer")}
     return {"teams": teams, "people": people, "models": models, "tokens": tokens, "server": server,
-            "placed_on": placed_on, "placements": placements, "read_token": read_token, "endpoints": endpoints}
+            "placed_on": placed_on, "placements": placements, "scoped_tokens": scoped_tokens, "endpoints": endpoints}
 
 
 def acting_user(world, actor):
-    name, role, platform, read_token = actor
+    name, role, platform, token = actor
     if name == "anonymous":
         return world["people"]["deployer-vision"]  # an anonymous caller tries someone's token
     if name == "outsider-admin":
@@ -238,10 +329,10 @@ def acting_user(world, actor):
 
 
 def client_for(world, actor) -> APIClient:
-    name, role, platform, read_token = actor
+    name, role, platform, token = actor
     client = APIClient()
-    if read_token:
-        client.credentials(HTTP_AUTHORIZATION=f"Bearer {world['read_token']}")
+    if token:
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {world['scoped_tokens'][token]}")
     elif name == "outsider-admin":
         client.force_login(world["people"]["admin-speech"])
     elif platform:
@@ -258,7 +349,7 @@ def ui_refusal_status(action: Action, actor: tuple, target: str) -> int:
     """A refused UI form re-renders with the status the API gives: a team named in a form field
     that the actor cannot see is a 400 field error, an object in the URL they cannot see a 404,
     and a missing role a 403."""
-    name, role, platform, read_token = actor
+    name, role, platform, token = actor
     if action.needs == "platform":
         return 403  # no team in play: a missing platform role, for every team's admin alike
     sees = platform or (target == "speech" if name == "outsider-admin" else target == "vision")
@@ -274,6 +365,8 @@ def test_matrix(world, action, actor, target, settings):
     settings.SWITCHYARD_TRITON_TIMEOUT_SECONDS = 1
     client = client_for(world, actor)
     world["mine"] = ApiToken.objects.get(user=acting_user(world, actor), name="old")
+    if action.prepare is not None:
+        action.prepare(world, target)
     before = AuditEvent.objects.count()
     body = action.body(world, target) if action.body else None
     kwargs = {"format": "multipart" if action.multipart else "json"} if not action.ui else {}
@@ -294,7 +387,9 @@ def test_matrix(world, action, actor, target, settings):
         assert 200 <= response.status_code < 300, (response.status_code, getattr(response, "data", None))
     else:
         assert response.status_code in (400, 401, 403, 404), (response.status_code, getattr(response, "data", None))
-    assert (wrote > 0) == expected, f"{action.name} by {actor[0]} on {target}: wrote {wrote} events"
+        if action.refusal is not None:
+            assert response.status_code in action.refusal(action, actor, target), (response.status_code, response.data)
+    assert (wrote > 0) == (expected and action.audited), f"{action.name} by {actor[0]} on {target}: wrote {wrote} events"
 
 
 def test_matrix_size():
