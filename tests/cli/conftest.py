@@ -23,7 +23,7 @@ from controlplane.audit.context import Actor
 from controlplane.celery import app
 from controlplane.deployments.machine import Event
 from controlplane.deployments.models import Deployment
-from controlplane.deployments.transitions import apply_event
+from controlplane.deployments.services.transitions import apply_event
 from controlplane.endpoints import services as endpoint_services
 from controlplane.fleet.models import Pool
 from controlplane.registry.labels import label_set
