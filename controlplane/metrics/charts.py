@@ -8,11 +8,13 @@ a chart says why it has nothing to draw instead of drawing zeros.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field, replace
 
 from django.core.exceptions import ValidationError
 
 from controlplane.accounts.selectors import is_platform_admin, visible_teams
+from controlplane.deployments.selectors import deployment_markers
 from controlplane.endpoints.selectors import endpoint_get
 from controlplane.fleet.selectors import server_get
 from controlplane.metrics import queries
@@ -46,7 +48,7 @@ class Chart:
     start: int = 0
     end: int = 0
     lines: list[dict] = field(default_factory=list)
-    markers: list[dict] = field(default_factory=list)  # [{"t": seconds, "text": ...}]; deployments will add them
+    markers: list[dict] = field(default_factory=list)  # [{"t": seconds, "text": ...}]: deployments' shifts and rollbacks
 
 
 def parse_scope(raw: str) -> tuple[str, int | None]:
@@ -89,6 +91,11 @@ def chart_series(user, *, series: str, scope: str, range_key: str, now: float | 
     start, end = aligned_range(seconds, step, now=now)
     chart = Chart(series=series, scope=scope, range=range_key, step=step, status=NO_DATA, unit=chart_query.unit,
                   start=start, end=end)
+    kind, pk = parse_scope(scope)
+    # Up to now, not to the aligned end: the latest shift is the one people look for.
+    chart.markers = deployment_markers(start=start, end=max(end, now or time.time()),
+                                       endpoint_id=pk if kind == "endpoint" else None,
+                                       model_id=pk if kind == "model" else None)
     if resolved.teams == ():  # a user in no team sees no team's traffic
         chart.message = "You are in no team: there is nothing of yours to chart."
         return chart

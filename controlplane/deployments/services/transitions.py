@@ -95,7 +95,7 @@ def apply_event(deployment: Deployment, event: Event, *, actor: Actor, reason: s
 def _record(d: Deployment, old: State, new: State, event: Event, *, actor: Actor, reason: str, detail: dict, at) -> None:
     DeploymentTransition.objects.create(
         deployment=d, from_state=old.value, to_state=new.value, event=event.value, actor_name=actor.name[:150],
-        source=actor.source, reason=reason, detail=detail, at=at,
+        source=actor.source, reason=reason, detail={**detail, "traffic_percent": d.traffic_percent}, at=at,
     )
     audit_record(
         actor=actor, action=f"deployment.{event.value}", obj=d, team=d.team,
