@@ -199,3 +199,53 @@ def test_metrics_pipeline_fake_triton_pages_carry_the_series_the_rules_read():
 
     key = 'nv_inference_count{model="resnet50",version="1"}'
     assert value(later, key) > value(first, key)  # counters grow
+
+
+@pytest.mark.django_db(transaction=True)  # the engine publishes the routing table after each commit
+def test_rollout_benchmark_fleet_scale_runs_at_a_tiny_size():
+    """The fleet-scale part: a simulated fleet, blue placed on half, rollouts driven in process
+    to retired, gates answered by the stand-in. The real-fleet parts need the whole stack (tens of
+    seconds to start), so they run in the benchmark only; their measuring helpers are tested below."""
+    from benchmarks import rollout
+
+    out = io.StringIO()
+    result = rollout.run(size="tiny", out=out, parts=("fleet",))
+    text = out.getvalue()
+
+    tiny = rollout.SIZES["tiny"]
+    assert sorted(x.fleet_size for x in result.fleet) == sorted(tiny.fleet * tiny.fleet_rounds)
+    for x in result.fleet:
+        assert x.servers == x.fleet_size - x.fleet_size // 2 and x.green in rollout.HEALTHY
+        assert x.bakes_s == 2 * tiny.fleet_bake_s and x.wall_s > x.bakes_s and x.unload_s is not None
+        assert x.phases["provisioning"] + x.load_s > 0 and x.pauses == 0
+        assert re.search(rf"^\s*N={x.fleet_size}\s+v{x.green}\s", text, re.MULTILINE), f"no table row for N={x.fleet_size}"
+    assert result.fleet_info["gate queries answered by the stand-in"] >= 2 * len(result.fleet)  # one a step at least
+    assert result.fleet_info["placement concurrency"] > 0
+    from controlplane.deployments.models import Deployment
+
+    assert set(Deployment.objects.values_list("state", flat=True)) == {"retired"}
+
+    finals = {m["name"]: m["value"] for m in FINAL_LINE.finditer(text)}
+    names = [f"fleet_overhead_s_{n}" for n in tiny.fleet]
+    for name in [*names, "fleet_overhead_growth"]:
+        assert name in finals, f"missing final line {name!r} in:\n{text}"
+    for name in names:
+        float(finals[name])
+    assert finals["fleet_overhead_growth"].endswith("x")
+
+
+def test_rollout_benchmark_is_registered_and_times_switches_from_the_answers():
+    from benchmarks import rollout
+    from benchmarks.rollout import Answer, time_to_all
+
+    assert BENCHMARKS["rollout"] is rollout.main
+    assert set(rollout.SIZES) == set(api_latency.SIZES)
+    # Blue is v1. A failed answer at 10.0 starts the clock; the last answer not from blue is at 10.3.
+    answers = [Answer(9.9, 200, "blue", 1), Answer(10.0, 500, "green", 0), Answer(10.1, 200, "blue", 1),
+               Answer(10.3, 200, "green", 4), Answer(10.4, 200, "blue", 1)]
+    assert time_to_all(answers, 10.0, 1, now=10.5) is None  # not settled for 0.5 s yet
+    assert time_to_all(answers, 10.0, 1, now=10.9) == pytest.approx(0.3)
+    # A promotion whose switch was done before the call returned: 0.
+    assert time_to_all([Answer(5.0, 200, "green", 2), Answer(5.2, 200, "stable", 2)], 5.1, 2, now=6.0) == 0
+    # A failed answer is never "from" the new version.
+    assert time_to_all([Answer(5.2, 502, "stable", 0), Answer(5.3, 200, "stable", 2)], 5.1, 2, now=6.0) == pytest.approx(0.1)
