@@ -381,7 +381,7 @@ def fleet_scale(spec: Size, out, result: Result) -> None:
     with contextlib.ExitStack() as stack:
         # The engine's and the services' tasks are counted, not sent: this process is the worker.
         stack.enter_context(mock.patch("controlplane.common.tasks._send",
-                                       lambda name, args, kwargs: queued.update([name])))
+                                       lambda name, args, kwargs, countdown=None: queued.update([name])))
         builds = stack.enter_context(count_table_builds())
         prometheus = PassingPrometheus()
         stack.callback(prometheus.close)

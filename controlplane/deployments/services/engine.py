@@ -23,6 +23,7 @@ from controlplane.audit.context import Actor
 from controlplane.audit.models import Source
 from controlplane.common.fanout import fan_out
 from controlplane.common.locks import cache_lock
+from controlplane.common.tasks import enqueue
 from controlplane.deployments import verdicts
 from controlplane.deployments.services import commands
 from controlplane.deployments.services.endpoint_moves import promotion_write
@@ -103,9 +104,16 @@ def deployment_advance(deployment_id: int, *, budget_s: float = BUDGET_S) -> str
             return d.state
 
 
+HAND_OVER_S = 120  # waits up to this long come back as a task due at their end; longer ones to the tick
+
+
 def _wait(d: Deployment, seconds: float, status: str) -> None:
+    """Come back in ``seconds``: a task due then (a bake ends on time, not at the next tick), with
+    the 1 s tick as the safety net should that message be lost or its worker die."""
     Deployment.objects.filter(pk=d.pk, state=d.state).update(
         next_run_at=timezone.now() + timedelta(seconds=seconds), status_text=status)
+    if 0 < seconds <= HAND_OVER_S:
+        enqueue("deployments.advance", d.pk, countdown=seconds)
 
 
 def _deadline_due(d: Deployment) -> bool:
@@ -423,8 +431,6 @@ def deployments_tick() -> list[int]:
                .values_list("pk", flat=True))
     due += list(Deployment.objects.filter(state__in=[s.value for s in CAN_ROLL_BACK], deadline_at__lte=now)
                 .exclude(pk__in=due).values_list("pk", flat=True))
-    from controlplane.common.tasks import enqueue
-
     with transaction.atomic():
         for pk in due:
             enqueue("deployments.advance", pk)

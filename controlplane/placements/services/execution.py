@@ -10,6 +10,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from datetime import timedelta
 
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -98,9 +99,14 @@ def _load_one(claim: Claim) -> Outcome:
 
 def run_loads(claims: list[Claim], actor: Actor) -> dict[str, int]:
     counts: dict[str, int] = defaultdict(int)
-    for one, outcome in zip(claims, parallel(_load_one, claims)):
-        state = record_load(one, outcome, actor)
-        counts[str(state or "stale")] += 1
+    outcomes = parallel(_load_one, claims)
+    # One transaction for the whole batch (each record is still its own compare-and-set, audited):
+    # one commit and one routing-table build, not one per server (500 of each cost a rollout to
+    # 500 servers ~9 s).
+    with transaction.atomic():
+        for one, outcome in zip(claims, outcomes):
+            state = record_load(one, outcome, actor)
+            counts[str(state or "stale")] += 1
     return dict(counts)
 
 
@@ -118,7 +124,8 @@ def placement_apply(*, placement_id: int, actor: Actor | None = None) -> dict[st
     candidates = targets(placement_id=placement_id).filter(
         Q(state=TargetState.PENDING) | Q(state=TargetState.LOADING, state_changed_at__lt=stale)
     ).exclude(server=None)
-    claims = [c for t in candidates if (c := claim(t, to=TargetState.LOADING, actor=actor, action="placement.target.load"))]
+    with transaction.atomic():  # one commit for the batch's claims
+        claims = [c for t in candidates if (c := claim(t, to=TargetState.LOADING, actor=actor, action="placement.target.load"))]
     return run_loads(claims, actor)
 
 
