@@ -239,7 +239,7 @@ def test_a_report_needs_no_csrf_token(db):
 def queued(monkeypatch):
     """The tasks enqueue() sends (after the commit), as (name, args)."""
     sent = []
-    monkeypatch.setattr(tasks, "_send", lambda name, args, kwargs: sent.append((name, args)))
+    monkeypatch.setattr(tasks, "_send", lambda name, args, kwargs, countdown=None: sent.append((name, args)))
     return sent
 
 

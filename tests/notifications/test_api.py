@@ -129,7 +129,7 @@ def test_delete_answers_204_and_audits(api, team_admin, as_admin, team):
 
 def test_the_test_action_queues_a_test_delivery(api, team_admin, as_admin, team, django_capture_on_commit_callbacks, monkeypatch):
     sent = []
-    monkeypatch.setattr("controlplane.common.tasks._send", lambda name, args, kwargs: sent.append((name, args)))
+    monkeypatch.setattr("controlplane.common.tasks._send", lambda name, args, kwargs, countdown=None: sent.append((name, args)))
     webhook, _ = make_webhook(as_admin, team)
     with django_capture_on_commit_callbacks(execute=True):
         response = api(team_admin).post(f"{URL}{webhook.pk}/test/")

@@ -121,7 +121,7 @@ def test_notify_reaches_team_wide_webhooks_and_the_endpoints_own(as_admin, team,
 def test_notify_queues_each_delivery_only_when_the_callers_transaction_commits(as_admin, team, endpoint,
                                                                                 django_capture_on_commit_callbacks, monkeypatch):
     sent = []
-    monkeypatch.setattr("controlplane.common.tasks._send", lambda name, args, kwargs: sent.append((name, args)))
+    monkeypatch.setattr("controlplane.common.tasks._send", lambda name, args, kwargs, countdown=None: sent.append((name, args)))
     make_webhook(as_admin, team)
     make_webhook(as_admin, team, endpoint=endpoint)
     with django_capture_on_commit_callbacks(execute=True), transaction.atomic():  # the engine's transaction

@@ -98,7 +98,7 @@ class Answer:
     at: float
     user: str
     version: int | None  # None: failed
-    status: str = ""
+    error: str = ""  # what the client got instead of an answer
 
 
 @dataclass
@@ -129,7 +129,7 @@ class Load:
                 result = client.infer(ENDPOINT, [tensor], headers={"X-User-Id": user})
                 self.answers.append(Answer(time.monotonic(), user, int(result.as_numpy("VERSION")[0][0])))
             except Exception as exc:  # noqa: BLE001 - a failed answer is data here
-                self.answers.append(Answer(time.monotonic(), user, None, str(getattr(exc, "status", lambda: "")())))
+                self.answers.append(Answer(time.monotonic(), user, None, str(exc)))
                 time.sleep(0.005)
         client.close()
 

@@ -323,6 +323,10 @@ def _analyze(d: Deployment) -> Next:
     event = verdicts.next_event(verdict, failed_in_row=failed_in_row, failures_to_breach=gates.failures_to_breach,
                                 last_step=last, approval_required=d.approval_required)
     summary = "; ".join(f"{e.gate} {e.verdict}" + (f" ({e.detail})" if e.detail else "") for e in evaluations)
+    if event == Event.NO_DATA and age < gates.window_s:
+        # Metrics lag the traffic by a scrape and a rule evaluation: judge "too few requests" only
+        # once the step has run a whole window. Until then, look again (no data still never passes).
+        return Next(wait_s=gates.interval_s, status=f"waiting for data ({age:.0f} of {gates.window_s} s): {summary}")
     if event is None:
         Deployment.objects.filter(pk=d.pk, state=d.state).update(failed_evaluations=failed_in_row)
         return Next(wait_s=gates.interval_s, status=f"failed {failed_in_row} of {gates.failures_to_breach} evaluations "
