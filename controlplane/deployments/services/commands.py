@@ -24,12 +24,13 @@ from controlplane.common.errors import Conflict
 from controlplane.common.tasks import enqueue
 from controlplane.deployments import planning
 from controlplane.deployments.services import capacity
-from controlplane.deployments.machine import Event, Refused, State
-from controlplane.deployments.models import Deployment, PlacementMode
+from controlplane.deployments.machine import Event, Refused, State, allowed
+from controlplane.deployments.models import TRAFFIC_STATES, Deployment, GateEvaluation, PlacementMode
 from controlplane.deployments.spec import Spec, parse_spec
 from controlplane.deployments.services.endpoint_moves import promotion_write
 from controlplane.deployments.services.transitions import apply_event, busy, record_created
 from controlplane.endpoints.models import Endpoint, EndpointKind
+from controlplane.endpoints.replicas import guard_trips
 from controlplane.fleet.models import Server, ServerStatus
 from controlplane.placements.models import PlacementTarget, TargetState
 from controlplane.quotas.models import GpuQuota, Reservation, ReservationKind
@@ -327,10 +328,6 @@ def deployment_act(*, actor: Actor, deployment: Deployment, action: str, reason:
 def deployment_guard_tripped(*, endpoint: str, version: int) -> int | None:
     """A gateway's guard stopped sending to green ``version`` of ``endpoint`` (a public name):
     confirm it with a breach, which rolls back. Returns the deployment rolled back, if any."""
-    from controlplane.deployments.machine import allowed
-    from controlplane.deployments.models import TRAFFIC_STATES
-    from controlplane.endpoints.replicas import guard_trips
-
     team_slug, _, name = endpoint.partition(".")
     d = (Deployment.objects.select_related("team", "endpoint__team", "model", "blue_version", "green_version")
          .filter(endpoint__team__slug=team_slug, endpoint__name=name, green_version__version=version,
@@ -345,8 +342,6 @@ def deployment_guard_tripped(*, endpoint: str, version: int) -> int | None:
     text = (f"the gateway guard stopped sending to green: {worst.get('errors')} errors in {worst.get('requests')} "
             f"answers ({worst.get('error_ratio', 0):.0%}) on {len(trips)} replica(s)")
     with transaction.atomic():
-        from controlplane.deployments.models import GateEvaluation
-
         GateEvaluation.objects.create(
             deployment=d, step_index=d.step_index, gate="guard", value=worst.get("error_ratio"),
             limit=d.gates.get("max_error_ratio") or 0, requests=worst.get("requests") or 0,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -63,7 +64,7 @@ class Next:
     reason: str = ""
     changes: dict = field(default_factory=dict)
     detail: dict = field(default_factory=dict)
-    side_effects: object = None
+    side_effects: Callable[[Deployment], object] | None = None  # runs in the transition's transaction
 
 
 def _load(deployment_id: int) -> Deployment | None:
@@ -91,7 +92,7 @@ def deployment_advance(deployment_id: int, *, budget_s: float = BUDGET_S) -> str
             if step.event is not None:
                 try:
                     apply_event(d, step.event, actor=WORKER, reason=step.reason, changes=step.changes,
-                                         detail=step.detail, expect_step=d.step_index, side_effects=step.side_effects)
+                                detail=step.detail, expect_step=d.step_index, side_effects=step.side_effects)
                 except Refused:
                     log.info("deployment %s: %s no longer allows %s", d.pk, d.state, step.event)
                 continue
