@@ -111,10 +111,12 @@ class Load:
     _threads: list[threading.Thread] = field(default_factory=list)
 
     def start(self, threads: int = 2) -> Load:
+        """Start the clients and return once traffic flows through the gateway."""
         for k in range(threads):
             thread = threading.Thread(target=self._run, args=(k, threads), daemon=True)
             thread.start()
             self._threads.append(thread)
+        wait_for(lambda: len(self.answers) > 20, 20, "traffic through the gateway")
         return self
 
     def _run(self, k: int, n: int) -> None:

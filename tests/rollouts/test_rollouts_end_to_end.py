@@ -16,6 +16,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 FAST_GATES = {"max_error_ratio": 0.05, "min_requests": 5, "interval_s": 1, "window_s": 10, "failures_to_breach": 2}
 
 
+def deploy(stack, **data):
+    """A deployment of the rollout endpoint; green goes on fleet-1 unless said otherwise."""
+    return deployment_create(actor=stack.actor, data={
+        "endpoint": ENDPOINT, "placement": "new_servers", "servers": ["fleet-1"], "gates": FAST_GATES, **data})
+
+
 def _state(d):
     d.refresh_from_db()
     return d.state
@@ -28,12 +34,11 @@ def _states(d):
 def test_a_healthy_canary_moves_step_by_step_then_blue_retires(stack):
     load = Load(stack.gateway.url).start()
     try:
-        wait_for(lambda: len(load.answers) > 20, 20, "traffic through the gateway")
-        d = deployment_create(actor=stack.actor, data={
-            "endpoint": ENDPOINT, "version": 2, "strategy": "linear", "step_percent": 40, "bake_s": 2,
-            "placement": "new_servers", "servers": ["fleet-1"], "gates": FAST_GATES, "rollback_window_s": 3,
-            "reason": "a healthy green",
-        })
+        d = deploy(
+            stack, version=2, strategy="linear", step_percent=40, bake_s=2,
+            rollback_window_s=3,
+            reason="a healthy green",
+        )
         wait_for(lambda: _state(d) == "baking", 60, "the first step to bake")
         shifted = time.monotonic()
         # At 40% both versions answer; stickiness keeps each user on one of them.
@@ -60,11 +65,10 @@ def test_a_healthy_canary_moves_step_by_step_then_blue_retires(stack):
 def test_same_servers_green_loads_beside_blue_without_a_failed_request(stack):
     load = Load(stack.gateway.url).start()
     try:
-        wait_for(lambda: len(load.answers) > 20, 20, "traffic through the gateway")
-        d = deployment_create(actor=stack.actor, data={
-            "endpoint": ENDPOINT, "version": 2, "strategy": "canary", "canary_percent": 30, "bake_s": 2,
-            "placement": "same_servers", "gates": FAST_GATES, "rollback_window_s": 2, "reason": "same servers",
-        })
+        d = deploy(
+            stack, version=2, strategy="canary", canary_percent=30, bake_s=2,
+            placement="same_servers", servers=[], rollback_window_s=2, reason="same servers",
+        )
         assert d.plan["surge"] == 0
         wait_for(lambda: _state(d) == "retired", 120, "the rollout to finish and blue to retire")
         done = time.monotonic()
@@ -83,11 +87,10 @@ def test_same_servers_green_loads_beside_blue_without_a_failed_request(stack):
 def test_a_failing_green_is_rolled_back_on_its_own_and_blue_clients_never_fail(stack):
     load = Load(stack.gateway.url).start()
     try:
-        wait_for(lambda: len(load.answers) > 20, 20, "traffic through the gateway")
-        d = deployment_create(actor=stack.actor, data={
-            "endpoint": ENDPOINT, "version": 3, "strategy": "canary", "canary_percent": 50, "bake_s": 30,
-            "placement": "new_servers", "servers": ["fleet-1"], "gates": FAST_GATES, "reason": "a bad green",
-        })
+        d = deploy(
+            stack, version=3, strategy="canary", canary_percent=50, bake_s=30,
+            reason="a bad green",
+        )
         wait_for(lambda: _state(d) in ("rolling_back", "rolled_back"), 60, "the automatic rollback")
         wait_for(lambda: _state(d) == "rolled_back", 30, "the rollback to finish")
         time.sleep(1)
@@ -113,12 +116,10 @@ def test_a_failing_green_is_rolled_back_on_its_own_and_blue_clients_never_fail(s
 def test_a_slow_green_breaches_the_relative_p99_gate_and_rolls_back(stack):
     load = Load(stack.gateway.url).start(threads=3)
     try:
-        wait_for(lambda: len(load.answers) > 20, 20, "traffic through the gateway")
-        d = deployment_create(actor=stack.actor, data={
-            "endpoint": ENDPOINT, "version": 4, "strategy": "canary", "canary_percent": 50, "bake_s": 3,
-            "placement": "new_servers", "servers": ["fleet-1"],
-            "gates": {**FAST_GATES, "max_p99_ratio": 1.5}, "reason": "a slow green",
-        })
+        d = deploy(
+            stack, version=4, strategy="canary", canary_percent=50, bake_s=3,
+            gates={**FAST_GATES, "max_p99_ratio": 1.5}, reason="a slow green",
+        )
         wait_for(lambda: _state(d) == "rolled_back", 90, "the rollback")
     finally:
         load.stop()
@@ -130,10 +131,10 @@ def test_a_slow_green_breaches_the_relative_p99_gate_and_rolls_back(stack):
 
 
 def test_too_little_traffic_pauses_with_no_data_and_never_passes(stack):
-    d = deployment_create(actor=stack.actor, data={
-        "endpoint": ENDPOINT, "version": 2, "strategy": "canary", "canary_percent": 20, "bake_s": 1,
-        "placement": "new_servers", "servers": ["fleet-1"], "gates": FAST_GATES, "reason": "nobody calls it",
-    })
+    d = deploy(
+        stack, version=2, strategy="canary", canary_percent=20, bake_s=1,
+        reason="nobody calls it",
+    )
     wait_for(lambda: _state(d) == "paused", 60, "the pause")
     time.sleep(3)
     d.refresh_from_db()
@@ -147,11 +148,10 @@ def test_too_little_traffic_pauses_with_no_data_and_never_passes(stack):
 def test_a_green_that_fails_its_warm_up_never_takes_traffic(stack):
     load = Load(stack.gateway.url).start()
     try:
-        wait_for(lambda: len(load.answers) > 20, 20, "traffic through the gateway")
-        d = deployment_create(actor=stack.actor, data={
-            "endpoint": ENDPOINT, "version": 5, "strategy": "canary", "canary_percent": 50, "bake_s": 5,
-            "placement": "new_servers", "servers": ["fleet-1"], "gates": FAST_GATES, "reason": "broken green",
-        })
+        d = deploy(
+            stack, version=5, strategy="canary", canary_percent=50, bake_s=5,
+            reason="broken green",
+        )
         wait_for(lambda: _state(d) == "failed", 60, "the rollout to fail")
     finally:
         load.stop()
@@ -173,13 +173,11 @@ def test_killing_the_worker_at_every_step_boundary_and_mid_load_still_ends_right
     load = Load(stack.gateway.url).start()
     kills = []
     try:
-        wait_for(lambda: len(load.answers) > 20, 20, "traffic through the gateway")
-        d = deployment_create(actor=stack.actor, data={
-            "endpoint": ENDPOINT, "version": 2, "strategy": "steps", "steps": [{"percent": 30, "bake_s": 1},
-                                                                               {"percent": 60, "bake_s": 1}],
-            "placement": "new_servers", "servers": ["fleet-1"], "gates": FAST_GATES, "rollback_window_s": 1,
-            "reason": "crash test",
-        })
+        d = deploy(
+            stack, version=2, strategy="steps", steps=[{"percent": 30, "bake_s": 1}, {"percent": 60, "bake_s": 1}],
+            rollback_window_s=1,
+            reason="crash test",
+        )
         seen, mid_load_done = "pending", False
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:
@@ -217,11 +215,10 @@ def test_a_scheduled_deployment_starts_on_time_through_beat_and_a_cancelled_one_
     from controlplane.deployments.services import deployment_act
 
     start = timezone.now() + timedelta(seconds=4)
-    d = deployment_create(actor=stack.actor, data={
-        "endpoint": ENDPOINT, "version": 2, "strategy": "canary", "canary_percent": 10, "bake_s": 60,
-        "placement": "new_servers", "servers": ["fleet-1"], "gates": FAST_GATES, "start_at": start.isoformat(),
-        "reason": "scheduled",
-    })
+    d = deploy(
+        stack, version=2, strategy="canary", canary_percent=10, bake_s=60, start_at=start.isoformat(),
+        reason="scheduled",
+    )
     assert _state(d) == "scheduled"
     time.sleep(2)
     assert _state(d) == "scheduled"  # not before its time
@@ -232,10 +229,10 @@ def test_a_scheduled_deployment_starts_on_time_through_beat_and_a_cancelled_one_
     deployment_act(actor=stack.actor, deployment=d, action="abort", reason="done with this one")
     wait_for(lambda: _state(d) == "aborted", 60, "the abort")
 
-    later = deployment_create(actor=stack.actor, data={
-        "endpoint": ENDPOINT, "version": 2, "strategy": "canary", "placement": "new_servers", "servers": ["fleet-1"],
-        "gates": FAST_GATES, "start_at": (timezone.now() + timedelta(seconds=2)).isoformat(), "reason": "cancelled",
-    })
+    later = deploy(
+        stack, version=2, strategy="canary", start_at=(timezone.now() + timedelta(seconds=2)).isoformat(),
+        reason="cancelled",
+    )
     deployment_act(actor=stack.actor, deployment=later, action="cancel", reason="not today")
     time.sleep(4)
     assert _state(later) == "cancelled"
