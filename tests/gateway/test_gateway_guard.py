@@ -44,7 +44,9 @@ def guard(min_requests=MIN_REQUESTS):
 @pytest.fixture(scope="module")
 def model(triton_fleet, s3_client):
     name = unique("gwguard")
-    upload_versions(s3_client, name, {1: {}, 2: {"failure_rate": 1.0}})
+    # error_response, not raise: a stub that raises on every request was once left UNLOADING on a
+    # shared fleet server (so not ready) after this module, failing later tests there.
+    upload_versions(s3_client, name, {1: {}, 2: {"failure_rate": 1.0, "failure_mode": "error_response"}})
     load_model(triton_fleet, name, [1, 2])
     yield name
     unload_model(triton_fleet, name)
