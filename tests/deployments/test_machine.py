@@ -163,15 +163,15 @@ def test_every_active_state_has_a_way_out(state):
 
 
 def _reachable(start):
-    seen, todo = {start}, deque([start])
-    while todo:
-        state = todo.popleft()
+    seen, frontier = {start}, deque([start])
+    while frontier:
+        state = frontier.popleft()
         for event in Event:
             if machine.allowed(state, event):
                 nexts = set(END_OF.values()) if (state, event) == (S.ROLLING_BACK, E.OK) else {transition(state, event)}
                 for nxt in nexts - seen:
                     seen.add(nxt)
-                    todo.append(nxt)
+                    frontier.append(nxt)
     return seen
 
 
