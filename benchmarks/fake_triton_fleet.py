@@ -64,6 +64,7 @@ class FakeServer:
         for m, (model, versions) in enumerate(MODELS):
             for v, version in enumerate(versions):
                 self.rps[(model, version)] = 5.0 + (index * 7 + m * 13 + v * 3) % 40
+        self.gpu_memory_used: float | None = None  # bytes in use on every GPU; None: a made-up figure
         self.gpu = [f"GPU-{index:08x}-{g:04x}-4000-8000-{index * 31 + g:012x}" for g in range(GPUS_PER_SERVER)]
 
     def page(self, now: float) -> bytes:
@@ -116,7 +117,8 @@ class FakeServer:
         for metric, kind, text, value in (
             ("nv_gpu_utilization", "gauge", "GPU utilization rate [0.0 - 1.0)", lambda g: f"{cpu + 0.1:.4f}"),
             ("nv_gpu_memory_total_bytes", "gauge", "GPU total memory, in bytes", lambda g: "85899345920"),
-            ("nv_gpu_memory_used_bytes", "gauge", "GPU used memory, in bytes", lambda g: str(20000000000 + g * 1000)),
+            ("nv_gpu_memory_used_bytes", "gauge", "GPU used memory, in bytes", 
+             lambda g: str(20000000000 + g * 1000) if self.gpu_memory_used is None else str(int(self.gpu_memory_used))),
             ("nv_gpu_power_usage", "gauge", "GPU power usage in watts", lambda g: f"{150 + cpu * 100:.3f}"),
             ("nv_gpu_power_limit", "gauge", "GPU power management limit in watts", lambda g: "400"),
             ("nv_energy_consumption", "counter", "GPU energy consumption in joules since the Triton Server started",

@@ -23,8 +23,11 @@ status codes, bodies and error texts):
   ``VERSION`` = the version that answered; any other output is zeros;
 - ``GET /metrics``: the Triton-like page of ``benchmarks.fake_triton_fleet``;
 - simulator-only, to steer a run: ``POST /simulator/control`` with any of ``load_seconds``,
-  ``unload_seconds``, ``infer_ms`` and ``load_error`` (a text: every load on that server then
-  fails with it, as a model failing to initialize does; null to stop), and ``GET
+  ``unload_seconds``, ``infer_ms``, ``load_error`` (a text: every load on that server then
+  fails with it, as a model failing to initialize does; null to stop), ``version_gpu_bytes``
+  (the GPU ``memory_usage`` each READY version reports; 0, the default, reports none, as a CPU
+  model does) and ``gpu_memory_used_bytes`` (what ``nv_gpu_memory_used_bytes`` says for every
+  GPU; null for the page's own figure), and ``GET
   /simulator/state`` (those settings and a count of requests per kind).
 
 Lifecycle as Triton's: a load answers once its versions are READY, ``load_seconds`` later (at
@@ -73,7 +76,7 @@ DEFAULT_UNLOAD_SECONDS = 0.1
 DEFAULT_REPOSITORY_VERSIONS = 3
 READY, LOADING, UNLOADING, UNAVAILABLE = "READY", "LOADING", "UNLOADING", "UNAVAILABLE"
 BUSY = (LOADING, UNLOADING)
-SETTINGS = ("load_seconds", "unload_seconds", "infer_ms", "load_error")
+SETTINGS = ("load_seconds", "unload_seconds", "infer_ms", "load_error", "version_gpu_bytes", "gpu_memory_used_bytes")
 COMPUTE_PHASES = ("compute_input", "compute_infer", "compute_output")
 
 # ModelConfig's top-level fields: Triton refuses an override with any other.
@@ -193,14 +196,14 @@ class Version:
             row["reason"] = self.reason
         return row
 
-    def stats(self, name: str) -> dict:
+    def stats(self, name: str, gpu_bytes: float = 0.0) -> dict:
         return {
             "name": name, "version": str(self.number), "last_inference": self.last_inference,
             "inference_count": self.inference_count, "execution_count": self.execution_count,
             "inference_stats": {k: dict(v) for k, v in self.phases.items()}, "response_stats": {},
             "batch_stats": [{"batch_size": size, **{k: dict(v) for k, v in phases.items()}}
                             for size, phases in sorted(self.batches.items())],
-            "memory_usage": [],
+            "memory_usage": [{"type": "GPU", "id": 0, "byte_size": int(gpu_bytes)}] if gpu_bytes else [],
         }
 
     def record(self, batch: int, ns: int) -> None:
@@ -247,6 +250,7 @@ class SimulatedTritonServer:
         self.models: dict[str, dict[int, Version]] = {}
         self.load_seconds, self.unload_seconds, self.infer_ms = load_seconds, unload_seconds, infer_ms
         self.load_error: str | None = None
+        self.version_gpu_bytes = 0.0  # what each READY version reports in memory_usage (0: nothing, as on a CPU)
         self.repository_versions = repository_versions
         self.requests: Counter = Counter()
         self.metrics_page = FakeServer(index, started)
@@ -448,7 +452,7 @@ class SimulatedTritonServer:
         if model is not None and not found:
             which = f"'{model}'" if version is None else f"'{model}' version {version}"
             raise SimulatedError(400, f"requested model {which} is not available")
-        return _json(200, {"model_stats": [v.stats(name) for name, v in found]})
+        return _json(200, {"model_stats": [v.stats(name, self.version_gpu_bytes) for name, v in found]})
 
     def _infer(self, now, model, version=None, headers=None, body=b"", **_):
         started = time.perf_counter_ns()
@@ -473,8 +477,17 @@ class SimulatedTritonServer:
         if unknown:
             raise SimulatedError(400, f"unknown simulator settings {sorted(unknown)}; known: {list(SETTINGS)}")
         for key, value in changes.items():
-            setattr(self, key, value if key == "load_error" else float(value))
+            setattr(self, key, value if key == "load_error" or value is None else float(value))
         return self._state(now)
+
+    @property
+    def gpu_memory_used_bytes(self) -> float | None:
+        """What the metrics page says every GPU has in use (None: its own made-up figure)."""
+        return self.metrics_page.gpu_memory_used
+
+    @gpu_memory_used_bytes.setter
+    def gpu_memory_used_bytes(self, value: float | None) -> None:
+        self.metrics_page.gpu_memory_used = value
 
     def _state(self, now, **_):
         return _json(200, {"name": self.name, "settings": {k: getattr(self, k) for k in SETTINGS},
@@ -741,8 +754,8 @@ class Simulator:
         return [f"{url}/metrics" for url in self.urls]
 
     def control(self, servers: list[int] | None = None, **settings) -> list[dict]:
-        """Change settings (load_seconds, unload_seconds, infer_ms, load_error) on the servers
-        at these indexes (all by default); returns each one's state."""
+        """Change settings (any of SETTINGS) on the servers at these indexes (all by default);
+        returns each one's state."""
         body = json.dumps(settings).encode()
         return [_post_json(f"{self.urls[i]}/simulator/control", body) for i in (servers or range(len(self.ports)))]
 
