@@ -1,9 +1,4 @@
-"""UI routes of this app, mounted at the site root."""
-from django.urls import path
+"""UI routes of this app, mounted at the site root: each page module's own routes."""
+from controlplane.deployments.views import detail, listing
 
-from controlplane.deployments import views
-
-urlpatterns = [
-    path("deployments/", views.deployment_list, name="deployments"),
-    path("deployments/<int:pk>/", views.deployment_detail, name="deployment-detail"),
-]
+urlpatterns = [*listing.urlpatterns, *detail.urlpatterns]

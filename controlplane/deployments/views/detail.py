@@ -1,22 +1,11 @@
-"""Deployment pages: the list and a deployment's own page (state, steps, history, gate
-evaluations). Read-only for now: people act through the API and the CLI; the browser's forms and
-buttons come with the deployments UI."""
+"""A deployment's own page (state, steps, history, gate evaluations)."""
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
 from django.shortcuts import render
+from django.urls import path
 from django.views.decorators.http import require_GET
 
 from controlplane.deployments import selectors
 from controlplane.deployments.machine import actions_allowed
-
-PER_PAGE = 50
-
-
-@login_required
-@require_GET
-def deployment_list(request):
-    page = Paginator(selectors.deployments_visible(request.user), PER_PAGE).get_page(request.GET.get("page"))
-    return render(request, "deployments/deployment_list.html", {"page": page})
 
 
 @login_required
@@ -28,3 +17,8 @@ def deployment_detail(request, pk):
         "actions": actions_allowed(d.state),
     }
     return render(request, "deployments/deployment_detail.html", context)
+
+
+urlpatterns = [
+    path("deployments/<int:pk>/", deployment_detail, name="deployment-detail"),
+]
