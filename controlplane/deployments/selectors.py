@@ -1,11 +1,21 @@
 """Reads of deployments, scoped to the caller's teams (another team's deployment is a 404)."""
-from django.db.models import QuerySet
+from django.db.models import Count, QuerySet, Window
 from django.shortcuts import get_object_or_404
 
-from controlplane.accounts.selectors import visible_teams
-from controlplane.deployments.models import Deployment, DeploymentTransition, GateEvaluation
+from controlplane.accounts.selectors import is_platform_admin, visible_teams
+from controlplane.deployments.machine import State
+from controlplane.deployments.models import (
+    Deployment,
+    DeploymentTransition,
+    GateEvaluation,
+    PlacementMode,
+)
+from controlplane.placements.models import PlacementTarget, TargetState
 
 RECENT_EVALUATIONS = 100
+PAGE_TRANSITIONS = 100  # the deployment page's timeline; older ones are counted, not shown
+PAGE_EVALUATIONS = 50
+BANNER_LIMIT = 5
 
 
 def deployments_visible(user) -> QuerySet[Deployment]:
@@ -27,6 +37,56 @@ def deployment_history(deployment: Deployment) -> list[DeploymentTransition]:
 def deployment_evaluations(deployment: Deployment, limit: int = RECENT_EVALUATIONS) -> list[GateEvaluation]:
     """The latest evaluations, oldest first."""
     return list(reversed(deployment.evaluations.order_by("-id")[:limit]))
+
+
+def _newest_with_total(rows: QuerySet, limit: int) -> tuple[list, int]:
+    """The newest ``limit`` rows and how many there are in all, in one query (a window count
+    runs before the LIMIT)."""
+    found = list(rows.annotate(total=Window(Count("id"))).order_by("-id")[:limit])
+    return found, (found[0].total if found else 0)
+
+
+def deployment_timeline(deployment: Deployment, limit: int = PAGE_TRANSITIONS) -> tuple[list[DeploymentTransition], int]:
+    """The page's history: the newest transitions first, and how many there are. One query."""
+    return _newest_with_total(deployment.transitions.all(), limit)
+
+
+def deployment_evaluation_page(deployment: Deployment, limit: int = PAGE_EVALUATIONS) -> tuple[list[GateEvaluation], int]:
+    """The page's gate evaluations: the newest first, and how many there are. One query."""
+    return _newest_with_total(deployment.evaluations.all(), limit)
+
+
+def deployment_latest_evaluations(deployment: Deployment) -> dict[str, GateEvaluation]:
+    """Each gate's latest evaluation, by gate name. One query (PostgreSQL's DISTINCT ON)."""
+    found = deployment.evaluations.order_by("gate", "-id").distinct("gate")
+    return {e.gate: e for e in found}
+
+
+def deployment_green_targets(deployment: Deployment) -> list[PlacementTarget]:
+    """Green's servers and their load state: the targets of green's placement (a same-servers
+    green before it has one: the active placements that load its version). One query."""
+    targets = PlacementTarget.objects.select_related("placement").order_by("server_name", "id")
+    if deployment.green_placement_id is not None:
+        return list(targets.filter(placement_id=deployment.green_placement_id))
+    if deployment.placement_mode != PlacementMode.SAME_SERVERS:
+        return []
+    return list(targets.filter(model_id=deployment.model_id, placement__versions__contains=[deployment.green_version.version])
+                .exclude(state=TargetState.REMOVED))
+
+
+def rollback_failed_visible(user, limit: int = BANNER_LIMIT) -> tuple[list[dict], int]:
+    """The deployments in rollback_failed of the user's teams (every team for a platform admin),
+    newest first, and how many there are, for the banner on every page. One query; none for an
+    anonymous user."""
+    if not (user and user.is_authenticated):
+        return [], 0
+    found = Deployment.objects.filter(state=State.ROLLBACK_FAILED)
+    if not is_platform_admin(user):
+        found = found.filter(team__memberships__user=user)
+    rows = list(found.annotate(total=Window(Count("id"))).order_by("-id").values(
+        "pk", "team__slug", "endpoint__name", "blue_version__version", "green_version__version", "status_text",
+        "state_changed_at", "total")[:limit])
+    return rows, (rows[0]["total"] if rows else 0)
 
 
 MARKED = {"shifting", "paused", "promoting", "rolling_back", "rolled_back", "aborted", "failed", "rollback_failed"}
