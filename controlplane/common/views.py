@@ -2,21 +2,27 @@ from csp.decorators import csp_update
 from django.contrib.auth.decorators import login_required
 from django.http import JsonResponse
 from django.shortcuts import render
+from django.utils import timezone
 from django.views import defaults
 from drf_spectacular.views import SpectacularSwaggerSplitView
 
-from controlplane.fleet.selectors import fleet_summary
-from controlplane.registry.selectors import models_visible
+from controlplane.common import overview as selectors
 
 
 @login_required
 def overview(request):
-    models = models_visible(request.user)
-    return render(
-        request,
-        "overview.html",
-        {"model_count": models.count(), "recent_models": models.order_by("-created_at")[:5], "fleet": fleet_summary()},
-    )
+    """What is moving and what it costs, for the user's teams. `?part=deployments` answers the
+    deployments part alone: the page polls it with htmx every few seconds."""
+    now = timezone.now()
+    moving = selectors.deployments_moving(request.user, now=now)
+    if request.GET.get("part") == "deployments":
+        return render(request, "overview/_deployments.html", {"moving": moving})
+    quotas, more_quotas = selectors.team_quotas(request.user)
+    context = {
+        "moving": moving, "fleet": selectors.fleet_health(), "gateway": selectors.gateway_health(now),
+        "events": selectors.audit_recent(request.user), "quotas": quotas, "more_quotas": more_quotas,
+    }
+    return render(request, "overview.html", context)
 
 
 # Swagger UI: the split view serves its init script as a separate file, so script-src stays
