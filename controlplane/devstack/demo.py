@@ -3,8 +3,9 @@
 Starts moto's S3 server, three real tritonservers on it, Prometheus (Debian's package; it
 discovers the servers and the gateway from the web server), a Celery worker and beat (on a
 filesystem broker unless REDIS_URL is set), the web server on SQLite and the inference gateway;
-seeds a demo team, models, versions, servers and an endpoint; prints the URLs and the login;
-stops everything on Ctrl-C.
+seeds a demo team, models, versions, servers and an endpoint; sends steady traffic to that
+endpoint through the gateway (controlplane.devstack.loadgen); prints the URLs, the login and a
+first rollout to try; stops everything on Ctrl-C.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 
 from controlplane import devstack
+from controlplane.devstack.loadgen import DEFAULT_RATE, RATE_ENV
 from controlplane.devstack.prometheus import PrometheusSetupError, start_prometheus
 from controlplane.devstack.s3 import ensure_bucket, start_s3_server
 from controlplane.devstack.triton import start_triton_server
@@ -28,6 +30,20 @@ BUCKET = "switchyard-demo"
 PREFIX = "repo"
 USERNAME, PASSWORD = "admin", "switchyard-demo"
 TRITON_COUNT = 3
+ENDPOINT = "vision.fraud-scorer"
+
+
+def rollout_howto(url: str) -> str:
+    """What a newcomer can try first: a canary to the good v3, then one to the bad v4."""
+    return (
+        "\nTry a rollout (the endpoint serves v2; the charts show the load generator's traffic within a minute):\n"
+        f"  1. Open {url}deployments/ and plan a deployment of {ENDPOINT}: version 3 (or label canary),\n"
+        "     strategy canary at 25% with a 60 s bake; Preview plan, then Start deployment.\n"
+        "  2. On the deployment's page watch blue (v2) against green (v3): latency, throughput, errors,\n"
+        "     the gates' values against their limits. Let the gates promote it, or click Promote.\n"
+        "  3. Then try version 4, which fails every second request: within seconds the gateway's guard\n"
+        "     stops sending to it and the page shows rolling_back, then rolled_back, on its own.\n"
+    )
 
 
 def say(message: str) -> None:
@@ -67,7 +83,12 @@ def main() -> int:
             "DJANGO_SETTINGS_MODULE": "controlplane.settings",
         }
     )
-    env.pop("DATABASE_URL", None)  # the demo always runs on SQLite under VAR
+    # The demo always runs on SQLite under VAR. Web, two worker processes and beat write to it at
+    # once: WAL lets readers go on beside a writer, and IMMEDIATE transactions with a busy timeout
+    # queue the writers (a deferred transaction that upgrades to a write fails at once with
+    # "database is locked", whatever the timeout).
+    env["DATABASE_URL"] = (f"sqlite:///{VAR / 'switchyard.sqlite3'}?timeout=30&transaction_mode=IMMEDIATE"
+                           "&init_command=PRAGMA%20journal_mode%3DWAL")
     python = sys.executable
     manage = [python, str(ROOT / "manage.py")]
 
@@ -125,6 +146,11 @@ def main() -> int:
         devstack.stop_all()
         return 1
 
+    # Traffic for the charts and the gates, through the gateway like any client's.
+    rate = float(os.environ.get(RATE_ENV) or DEFAULT_RATE)
+    devstack.spawn([python, "-m", "controlplane.devstack.loadgen", "--url", gateway_url, "--endpoint", ENDPOINT,
+                    "--rate", f"{rate:g}"], log_path=logs / "loadgen.log", env=env, cwd=ROOT)
+
     print(
         f"\nSwitchyard is running at {url}  (ready in {time.monotonic() - started:.1f} s)\n"
         f"  login:     {USERNAME} / {PASSWORD}\n"
@@ -134,7 +160,9 @@ def main() -> int:
         + prometheus_line
         + "".join(f"  {t.name}: {t.http_url}\n" for t in tritons)
         + f"  logs:      {logs}\n"
-        "Press Ctrl-C to stop everything.\n",
+        + f"  load:      {rate:g} requests/s to {ENDPOINT} through the gateway ({RATE_ENV}; logs/loadgen.log)\n"
+        + rollout_howto(url)
+        + "Press Ctrl-C to stop everything.\n",
         flush=True,
     )
     stopping = []

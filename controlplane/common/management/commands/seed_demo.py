@@ -30,6 +30,16 @@ from controlplane.registry.services import model_create, version_register
 from controlplane.serving.services import serving_config_save
 
 IO = {"inputs": TEST_MODEL_INPUTS, "outputs": TEST_MODEL_OUTPUTS}
+# fraud-scorer's versions and their test-model knobs. v2 serves (label stable); v3 is a good,
+# faster green (label canary) whose latency charts differ from v2's; v4 is deliberately bad: it
+# fails every second request (its first, the warm-up, passes), so a rollout to it is rolled back
+# on its own while the demo watches.
+FRAUD_VERSIONS = {
+    1: {"latency_ms": 8},
+    2: {"latency_ms": 6},
+    3: {"latency_ms": 2},
+    4: {"latency_ms": 6, "failure_rate": 0.5, "failure_mode": "error_response"},
+}
 
 
 class Command(BaseCommand):
@@ -52,9 +62,9 @@ class Command(BaseCommand):
 
         fraud = model_create(actor=actor, team=vision, name="fraud-scorer", backend="python", max_batch_size=8,
                              description="Scores card transactions. Demo model: a numpy-only Python backend.", **IO)
-        for number, latency in ((1, 5), (2, 3), (3, 2)):
-            version_register(actor=actor, model=fraud, version=number, contents=python_model_files(version=number, latency_ms=latency),
-                             metadata={"latency_ms": latency})
+        for number, knobs in FRAUD_VERSIONS.items():
+            version_register(actor=actor, model=fraud, version=number, contents=python_model_files(version=number, **knobs),
+                             metadata=dict(knobs))
         label_set(actor=actor, model=fraud, name="stable", version=2, reason="demo: the version in production")
         label_set(actor=actor, model=fraud, name="canary", version=3, reason="demo: trying the faster v3")
         ranker = model_create(actor=actor, team=vision, name="image-ranker", backend="python", max_batch_size=16, **IO)
@@ -90,4 +100,4 @@ class Command(BaseCommand):
                                      expires_at=timezone.now() + timedelta(days=30))
             write_files(Path(prometheus_token_file).parent, {}, token=secret, credentials_file=Path(prometheus_token_file).name)
         counts = fleet_probe(actor=system)
-        self.stdout.write(f"seeded 2 teams, 3 models, 5 versions, 1 placement, 1 endpoint; fleet: {counts}")
+        self.stdout.write(f"seeded 2 teams, 3 models, 6 versions, 1 placement, 1 endpoint; fleet: {counts}")
