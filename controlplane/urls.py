@@ -27,6 +27,7 @@ urlpatterns = [
     path("team/<slug:slug>/members/", accounts_views.member_add, name="member-add"),
     path("team/<slug:slug>/members/<str:username>/role/", accounts_views.member_role, name="member-role"),
     path("team/<slug:slug>/members/<str:username>/remove/", accounts_views.member_remove, name="member-remove"),
+    path("team/<slug:slug>/quota/", accounts_views.quota_set, name="quota-set"),
     path("team/tokens/", accounts_views.token_issue, name="token-issue"),
     path("team/tokens/<int:pk>/revoke/", accounts_views.token_revoke, name="token-revoke"),
     path("login/", accounts_views.LoginView.as_view(), name="login"),

@@ -26,3 +26,9 @@ class TokenIssueForm(forms.Form):
 
 class TokenRevokeForm(forms.Form):
     """No fields: the token is in the URL."""
+
+
+class QuotaSetForm(forms.Form):
+    """A team's GPU quota, in devices (one GPU of one server). Platform admins only (the service says so)."""
+    gpus = forms.IntegerField(min_value=0, max_value=100_000, widget=forms.NumberInput(attrs={"size": 5}))
+    reason = forms.CharField(max_length=500, widget=forms.TextInput(attrs={"placeholder": "why it changes"}))

@@ -10,10 +10,19 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from controlplane.accounts import selectors, services
-from controlplane.accounts.forms import MemberAddForm, MemberRemoveForm, MemberRoleForm, TokenIssueForm, TokenRevokeForm
+from controlplane.accounts.forms import (
+    MemberAddForm,
+    MemberRemoveForm,
+    MemberRoleForm,
+    QuotaSetForm,
+    TokenIssueForm,
+    TokenRevokeForm,
+)
 from controlplane.accounts.models import Role
 from controlplane.common.forms import failure_status, submit
 from controlplane.common.ui import ui_actor
+from controlplane.quotas import services as quota_services
+from controlplane.quotas.models import GpuQuota
 from controlplane.quotas.ui import quota_bars
 
 
@@ -29,10 +38,12 @@ class LoginView(auth_views.LoginView):
 
 def _team_page(request, *, failed=None, new_token=None, status=200):
     """The Team page. ``failed`` is (place, bound form) of a refused action, shown where it was
-    submitted: ("member-add", slug), ("member", slug, username), ("token", slug or "") or
-    ("revoke", pk). A form the page does not show (not an admin) shows its errors at the top."""
+    submitted: ("member-add", slug), ("member", slug, username), ("token", slug or ""),
+    ("quota", slug) or ("revoke", pk). A form the page does not show (not an admin) shows its errors at the top."""
     teams = list(selectors.visible_teams(request.user).order_by("slug"))
     bars = quota_bars(teams)
+    platform_admin = selectors.is_platform_admin(request.user)
+    limits = dict(GpuQuota.objects.filter(team__in=teams).values_list("team_id", "gpus")) if platform_admin else {}
     place, bound = failed or (None, None)
     sections = []
     for team in teams:
@@ -48,9 +59,12 @@ def _team_page(request, *, failed=None, new_token=None, status=200):
             "failed_member": place[2] if place and place[:2] == ("member", team.slug) else None,
             "failed_member_form": bound,
             "token_form": bound if place == ("token", team.slug) else TokenIssueForm(auto_id=f"{team.slug}-token-%s"),
+            "quota_form": (bound if place == ("quota", team.slug) else QuotaSetForm(
+                auto_id=f"{team.slug}-quota-%s", initial={"gpus": limits.get(team.pk, 0)})) if platform_admin else None,
         })
     shown = {("member-add", s["team"].slug) for s in sections if s["is_admin"]}
     shown |= {("token", s["team"].slug) for s in sections if s["is_admin"]} | {("token", "")}
+    shown |= {("quota", s["team"].slug) for s in sections if s["quota_form"] is not None}
     shown_rows = {s["team"].slug for s in sections if s["is_admin"]}
     placed = place in shown or (place and place[0] == "member" and place[1] in shown_rows)
     personal = selectors.tokens_manageable(request.user).filter(user=request.user, team__isnull=True)
@@ -117,6 +131,18 @@ def member_remove(request, slug, username):
     if not ok:
         return _refused(request, ("member", slug, username), form)
     return _done(request, f"{username} was removed from {team.slug}.")
+
+
+@login_required
+@require_POST
+def quota_set(request, slug):
+    team = get_object_or_404(selectors.visible_teams(request.user), slug=slug)
+    form = QuotaSetForm(request.POST, auto_id=f"{slug}-quota-%s")
+    quota, ok = submit(form, lambda data: quota_services.quota_set(
+        actor=ui_actor(request), team=team, gpus=data["gpus"], reason=data["reason"]))
+    if not ok:
+        return _refused(request, ("quota", slug), form)
+    return _done(request, f"{team.slug}'s GPU quota is now {quota.gpus}.")
 
 
 def _token_issue(request, data):

@@ -89,3 +89,25 @@ def test_an_unknown_username_shows_its_error_under_the_field(ui, team_admin):
     expect(section.locator("#vision-member-username_error")).to_have_text("No active user named 'ghost'.")
     ui.screenshot("team-member-refused")
     assert not Membership.objects.filter(user__username="ghost").exists()
+
+
+def test_a_platform_admin_sets_a_team_quota_on_the_team_page(ui, team_admin, platform_admin):
+    from controlplane.audit.models import AuditEvent
+    from controlplane.quotas.models import GpuQuota
+
+    ui.sign_in("ada")
+    ui.goto("/team/")
+    expect(ui.page.get_by_role("button", name="Set quota")).to_have_count(0)  # a team admin may not
+    ui.sign_in(platform_admin.username)
+    ui.goto("/team/")
+    section = ui.page.locator("section.team-section[data-team=vision]")
+    section.get_by_label("GPU quota (devices)").fill("6")
+    section.get_by_label("Reason").fill("more canaries")
+    section.get_by_role("button", name="Set quota").click()
+    expect(ui.page.get_by_role("status").filter(has_text="vision's GPU quota is now 6")).to_be_visible()
+    expect(section.locator(".quota-numbers")).to_contain_text("of 6 GPUs held")
+    assert GpuQuota.objects.get(team__slug="vision").gpus == 6
+    event = AuditEvent.objects.get(action="quota.set")
+    assert (event.after, event.reason, event.actor_name) == ({"gpus": 6}, "more canaries", platform_admin.username)
+    ui.screenshot("team-quota")
+    ui.assert_only_local()
