@@ -6,7 +6,8 @@ latest evaluation of each gate of every active deployment), one for the audit ev
 the quota bars. Lists are cut at a fixed length (one row more is fetched to know that there are
 more), so the page costs the same with 5,000 past deployments as with none.
 
-`progress` and `gate_text` are pure: no ORM, no clock of their own.
+A deployment's progress and its gates are shown as its own page shows them
+(controlplane/deployments/progress.py); `tone`, `step_ticks` and `gate_fill` add the overview's bars.
 """
 from __future__ import annotations
 
@@ -17,8 +18,17 @@ from django.db.models import Case, Count, IntegerField, Max, Q, Value, When
 
 from controlplane.accounts.selectors import visible_teams
 from controlplane.audit.selectors import audit_events_visible
-from controlplane.deployments.machine import ACTIVE, PREPARING, State
+from controlplane.deployments.machine import ACTIVE, State
 from controlplane.deployments.models import Deployment, GateEvaluation
+from controlplane.deployments.progress import (
+    HALTED,
+    STEPS_FROM,
+    STEPS_TO,
+    GateRow,
+    Progress,
+    deployment_progress,
+    gate_board,
+)
 from controlplane.endpoints.models import GatewayReplica, RoutingTableState
 from controlplane.endpoints.replicas import LIVE_WITHIN_S
 from controlplane.fleet.models import Server, ServerStatus
@@ -108,149 +118,49 @@ def gateway_health(now: datetime) -> GatewayHealth:
 # -- deployments -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Progress:
-    percent: float  # of the steps done, 0-100
-    step: int  # the current step, from 1; 0 before the first
-    steps: int
-    tone: str  # run, wait, done or bad: the bar's colour
-    phase: str  # what it does now, in words
-    bake_left_s: int | None  # while baking
-
-    @property
-    def ticks(self) -> list[float]:
-        """Where each step ends on the bar, in percent (the last one is the bar's end)."""
-        return [round(100.0 * k / self.steps, 3) for k in range(1, self.steps)]
-
-    @property
-    def text(self) -> str:
-        where = f"step {self.step} of {self.steps}" if self.step else f"{self.steps} step{'s' if self.steps != 1 else ''}"
-        return f"{where}, {self.phase}"
-
-
-PHASES = {
-    State.SCHEDULED: "scheduled", State.PENDING: "waiting for a worker", State.VALIDATING: "validating",
-    State.PROVISIONING: "loading green", State.VERIFYING: "verifying green", State.SHIFTING: "shifting traffic",
-    State.BAKING: "baking", State.ANALYZING: "judging the gates", State.PAUSED: "paused",
-    State.AWAITING_APPROVAL: "awaiting approval", State.PROMOTING: "promoting",
-    State.SUCCEEDED: "succeeded, blue kept for the rollback window", State.RETIRED: "retired",
-    State.ROLLING_BACK: "rolling back", State.ROLLED_BACK: "rolled back", State.ABORTED: "aborted",
-    State.FAILED: "failed", State.ROLLBACK_FAILED: "ROLLBACK FAILED", State.CANCELLED: "cancelled",
-}
+# The bar's colour: a halted rollout (rolled back, failed...) is bad, one waiting on a person or
+# on data is amber, a promoted one green; the rest are moving.
 _WAITING = {State.PAUSED, State.AWAITING_APPROVAL}
 _DONE = {State.PROMOTING, State.SUCCEEDED, State.RETIRED}
-_BAD = {State.ROLLING_BACK, State.ROLLBACK_FAILED, State.ROLLED_BACK, State.ABORTED, State.FAILED}
-# The current step's bake has run: its gates are judged, or it waits on them.
-_STEP_BAKED = {State.ANALYZING, State.PAUSED}
-
-
-def progress(*, state: str, step_index: int, steps: list[dict], step_started_at: datetime | None,
-             now: datetime) -> Progress:
-    """How far a deployment is through its traffic steps. A step counts as done once its bake has
-    run; a baking step counts by the share of its bake that has passed."""
-    state = State(state)
-    n = max(len(steps), 1)
-    i = min(max(step_index, 0), n - 1)
-    started = step_index >= 0 and state not in PREPARING | {State.SCHEDULED}
-    bake_left = None
-    if state == State.SCHEDULED or state in PREPARING:
-        done = 0.0
-    elif state in _DONE or state == State.AWAITING_APPROVAL:
-        done = float(n)
-    else:
-        done = float(i)
-        if state in _STEP_BAKED:
-            done += 1
-        elif state == State.BAKING and steps:
-            bake_s = float(steps[i].get("bake_s") or 0)
-            elapsed = (now - step_started_at).total_seconds() if step_started_at else 0.0
-            done += min(max(elapsed / bake_s, 0.0), 1.0) if bake_s > 0 else 1.0
-            bake_left = max(0, round(bake_s - elapsed)) if bake_s > 0 else 0
-    tone = "bad" if state in _BAD else "wait" if state in _WAITING else "done" if state in _DONE else "run"
-    return Progress(percent=round(100.0 * done / n, 1), step=i + 1 if started else 0, steps=n, tone=tone,
-                    phase=PHASES[state], bake_left_s=bake_left)
-
-
-GATE_NAMES = {"error_ratio": "Error rate", "p99_ms": "p99 latency", "p99_vs_blue": "p99 against blue",
-              "metrics": "Metrics"}
 LIMIT_AT = 80.0  # where a gate's limit sits on its little bar, in percent: a value over it still shows
 
 
-def gate_label(gate: str) -> str:
-    return GATE_NAMES.get(gate) or gate.removeprefix("custom:")
+def tone(state: str) -> str:
+    state = State(state)
+    return "bad" if state in HALTED else "wait" if state in _WAITING else "done" if state in _DONE else "run"
 
 
-def gate_text(gate: str, value: float | None) -> str:
-    """A gate's value (or limit) in its unit: error rate in percent, p99 in ms, the ratio to blue as ×."""
+def step_ticks(step_count: int) -> list[float]:
+    """Where green's preparation and each traffic step end on the progress bar, in percent (the
+    deployment page's milestones: progress.STEPS_FROM to STEPS_TO shared by the steps)."""
+    if not step_count:
+        return []
+    slot = (STEPS_TO - STEPS_FROM) / step_count
+    return [round(STEPS_FROM + slot * k, 3) for k in range(step_count + 1)]
+
+
+def gate_fill(value: float | None, limit: float) -> float:
+    """A gate value's bar, in percent, with the limit at LIMIT_AT."""
     if value is None:
-        return "—"
-    if gate == "error_ratio":
-        return f"{value * 100:.3g}%"
-    if gate == "p99_ms":
-        return f"{value:.4g} ms"
-    if gate == "p99_vs_blue":
-        return f"{value:.3g}×"
-    return f"{value:.4g}"
+        return 0.0
+    if limit <= 0:
+        return 100.0 if value > 0 else 0.0
+    return round(min(100.0, LIMIT_AT * value / limit), 2)
 
 
 @dataclass(frozen=True)
 class GateLine:
-    gate: str
-    limit: float
-    value: float | None = None
-    verdict: str = ""  # pass, fail, no_data; "" before the first evaluation
-    requests: float = 0
-    step_index: int = -1
-    at: datetime | None = None
-    detail: str = ""
-
-    @property
-    def label(self) -> str:
-        return gate_label(self.gate)
-
-    @property
-    def value_text(self) -> str:
-        return gate_text(self.gate, self.value)
-
-    @property
-    def limit_text(self) -> str:
-        return gate_text(self.gate, self.limit)
-
-    @property
-    def fill(self) -> float:
-        """The value's bar, in percent, with the limit at LIMIT_AT."""
-        if self.value is None:
-            return 0.0
-        if self.limit <= 0:
-            return 100.0 if self.value > 0 else 0.0
-        return round(min(100.0, LIMIT_AT * self.value / self.limit), 2)
-
-
-def configured_gates(gates: dict) -> list[tuple[str, float]]:
-    """(gate, limit) of each gate a deployment judges, named as its evaluations are."""
-    found = []
-    for key, gate in (("max_error_ratio", "error_ratio"), ("max_p99_ms", "p99_ms"), ("max_p99_ratio", "p99_vs_blue")):
-        if gates.get(key) is not None:
-            found.append((gate, float(gates[key])))
-    found += [(f"custom:{c['name']}", float(c["max"])) for c in gates.get("custom", ())]
-    return found
+    row: GateRow  # as the deployment page shows it (progress.gate_board)
+    fill: float
 
 
 def gate_lines(gates: dict, latest: dict[str, GateEvaluation]) -> list[GateLine]:
-    """Each configured gate with its latest evaluation (value against the limit it was judged
-    by), then any other gate evaluated (such as `metrics` when Prometheus did not answer)."""
-    lines = []
-    for gate, limit in configured_gates(gates):
-        e = latest.get(gate)
-        lines.append(_line(e) if e is not None else GateLine(gate=gate, limit=limit))
-    named = {line.gate for line in lines}
-    lines += [_line(e) for gate, e in sorted(latest.items()) if gate not in named]
-    return lines
-
-
-def _line(e: GateEvaluation) -> GateLine:
-    return GateLine(gate=e.gate, limit=e.limit, value=e.value, verdict=e.verdict, requests=e.requests,
-                    step_index=e.step_index, at=e.at, detail=e.detail)
+    """Each configured gate with its latest evaluation, and a bar of its value against the limit it
+    was judged by."""
+    return [
+        GateLine(row, gate_fill(latest[row.name].value, latest[row.name].limit) if row.name in latest else 0.0)
+        for row in gate_board(gates, latest)
+    ]
 
 
 @dataclass(frozen=True)
@@ -258,6 +168,14 @@ class MovingDeployment:
     deployment: Deployment
     progress: Progress
     gates: list[GateLine] = field(default_factory=list)
+
+    @property
+    def tone(self) -> str:
+        return tone(self.deployment.state)
+
+    @property
+    def ticks(self) -> list[float]:
+        return step_ticks(self.progress.step_count)
 
 
 @dataclass(frozen=True)
@@ -309,8 +227,8 @@ def deployments_moving(user, *, now: datetime) -> Moving:
     lines = [
         MovingDeployment(
             deployment=d,
-            progress=progress(state=d.state, step_index=d.step_index, steps=d.steps, step_started_at=d.step_started_at,
-                              now=now),
+            progress=deployment_progress(state=d.state, steps=d.steps, step_index=d.step_index,
+                                         step_started_at=d.step_started_at, traffic_percent=d.traffic_percent, now=now),
             gates=gate_lines(d.gates, latest[d.pk]),
         )
         for d in shown

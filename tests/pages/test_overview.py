@@ -64,12 +64,13 @@ def test_a_deployment_in_progress_shows_its_step_traffic_and_bake_as_a_progress_
     row = re.search(rf'<li class="ov-dep[^"]*" data-deployment="{vision.pk}">.*?</li>', html, re.S).group(0)
     assert f'href="/deployments/{vision.pk}/"' in row
     assert 'data-state="baking"' in row and 'data-traffic="50"' in row
-    # Step 2 of 3 with 15 of its 60 s of bake run: (1 + 0.25) / 3 of the way.
+    # Step 2 of 3 with 15 of its 60 s of bake run, as the deployment page counts it (progress.py):
+    # preparation 0-10%, the steps 10-90%, a bake 80% of its step.
     bar = re.search(r'<div class="ov-progress" role="progressbar"[^>]*>', row).group(0)
-    assert 'aria-valuenow="41.7"' in bar
-    assert 'aria-valuetext="step 2 of 3, baking, 50% of traffic to green"' in bar
-    assert 'data-width="41.7"' in row
-    assert re.findall(r'ov-progress-tick" data-left="([\d.]+)"', row) == ["33.333", "66.667"]
+    assert 'aria-valuenow="42"' in bar
+    assert 'aria-valuetext="42%: step 2 of 3, baking; 50% of traffic to green"' in bar
+    assert 'data-width="42"' in row
+    assert re.findall(r'ov-progress-tick" data-left="([\d.]+)"', row) == ["10.000", "36.667", "63.333", "90.000"]
     left = int(re.search(r'data-bake-left="(\d+)"', row).group(1))
     assert 40 <= left <= 45
     # The scheduled one is listed apart, with its start time.
@@ -87,13 +88,15 @@ def test_gates_show_their_latest_value_against_their_limit_in_one_query(client, 
     html = section(page(client, deployer), "ov-deployments")
     gates_html = re.search(rf'aria-label="Gates of deployment {d.pk}">.*?</table>', html, re.S).group(0)
     error = re.search(r'<tr class="ov-gate ov-verdict-fail" data-gate="error_ratio".*?</tr>', gates_html, re.S).group(0)
-    assert "Error rate" in error and '<span class="ov-gate-now">20%</span>' in error and "of ≤ 5%" in error
+    assert "Error rate" in error and '<span class="ov-gate-now">20.00%</span>' in error and "≤ 5.00%" in error
     assert 'data-width="100.00"' in error  # four times the limit: the bar is full, past the limit line
     assert "fail" in error and "on 500 requests" in error
     p99 = re.search(r'<tr class="ov-gate ov-verdict-none" data-gate="p99_ms".*?</tr>', gates_html, re.S).group(0)
-    assert "of ≤ 250 ms" in p99 and "not judged yet" in p99 and "—" in p99
-    assert 'data-gate="metrics"' in gates_html  # an evaluation of no configured gate still shows
-    assert gates_html.count("<tr ") == 3
+    assert "≤ 250.0 ms" in p99 and "not judged yet" in p99 and "—" in p99 and 'data-width="0.00"' in p99
+    guard = re.search(r'<tr class="ov-gate ov-verdict-none" data-gate="guard".*?</tr>', gates_html, re.S).group(0)
+    assert "armed" in guard
+    # The gates the deployment page shows, and only those (a Prometheus error's "metrics" row is its status).
+    assert re.findall(r'data-gate="([\w:]+)"', gates_html) == ["error_ratio", "p99_ms", "guard"]
 
     # The latest evaluation of every gate of every deployment shown: one query, however many.
     for i in range(3):
@@ -114,6 +117,7 @@ def test_a_failed_rollback_comes_first_and_stands_out(client, team, deployer):
     order = [int(pk) for pk in re.findall(r'<li class="ov-dep[^"]*" data-deployment="(\d+)"', html)]
     assert order == [stuck.pk, newer.pk, ok.pk]
     assert f'<li class="ov-dep ov-tone-bad ov-alarm" data-deployment="{stuck.pk}">' in html
+    assert f'<li class="ov-dep ov-tone-run" data-deployment="{ok.pk}">' in html
     assert "could not unload green on cpu-1" in html
 
 
