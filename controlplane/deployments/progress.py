@@ -22,7 +22,8 @@ HALTED = frozenset({
     State.ROLLING_BACK, State.ROLLED_BACK, State.ABORTED, State.FAILED, State.ROLLBACK_FAILED, State.CANCELLED,
 })
 # After a step's bake: its gates are judged (or were), so the bake is complete.
-BAKED = frozenset({State.ANALYZING, State.PAUSED, State.AWAITING_APPROVAL, State.PROMOTING})
+BAKED = frozenset({State.ANALYZING, State.PAUSED, State.AWAITING_APPROVAL, State.PROMOTING, State.SUCCEEDED,
+                   State.RETIRED})
 
 STAGE = {
     State.SCHEDULED: "waits for its start time",

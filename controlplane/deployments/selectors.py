@@ -13,8 +13,9 @@ from controlplane.deployments.models import (
 from controlplane.placements.models import PlacementTarget, TargetState
 
 RECENT_EVALUATIONS = 100
-PAGE_TRANSITIONS = 100  # the deployment page's timeline; older ones are counted, not shown
-PAGE_EVALUATIONS = 50
+# The deployment page re-renders its live part every second: it shows the newest rows and counts the rest.
+PAGE_TRANSITIONS = 50
+PAGE_EVALUATIONS = 30
 BANNER_LIMIT = 5
 
 

@@ -28,6 +28,24 @@
     if (isPoller(elt) && openDialogIn(detail.target)) detail.shouldSwap = false;
   });
 
+  // [data-keep-scroll] boxes (the history) keep where they were scrolled to across refreshes.
+  let scrolled = {};
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    const target = event.detail && event.detail.target;
+    if (!isPoller(target)) return;
+    scrolled = {};
+    target.querySelectorAll("[data-keep-scroll][id]").forEach(function (box) {
+      scrolled[box.id] = box.scrollTop;
+    });
+  });
+  document.addEventListener("htmx:afterSwap", function () {
+    Object.keys(scrolled).forEach(function (id) {
+      const box = document.getElementById(id);
+      if (box) box.scrollTop = scrolled[id];
+    });
+    scrolled = {};
+  });
+
   function showRefused(root) {
     if (!(root instanceof Element)) return;
     const dialogs = root.matches("dialog[data-show-modal]") ? [root] : root.querySelectorAll("dialog[data-show-modal]");

@@ -18,6 +18,7 @@ from controlplane.deployments.models import (
     DeploymentTransition,
     GateEvaluation,
 )
+from controlplane.deployments.selectors import PAGE_EVALUATIONS, PAGE_TRANSITIONS
 from controlplane.placements.models import PlacementTarget, TargetState
 from tests.deployments.conftest import body, counts, create, drive, events, place_ready
 
@@ -169,8 +170,9 @@ def test_evaluations_are_bounded_and_say_how_many_are_hidden(signed_in, label_en
     d = drive(create(as_deployer), State.ANALYZING)
     GateEvaluation.objects.bulk_create([evaluation(d, "error_ratio", 0.01, "pass") for _ in range(130)])
     html = signed_in.get(live(d)).content.decode()
-    assert len(re.findall(r"<tr data-verdict=", html)) == 50
-    assert "130 in all; the latest 50 shown, 80 older hidden" in html
+    assert PAGE_EVALUATIONS == 30
+    assert len(re.findall(r"<tr data-verdict=", html)) == 30
+    assert "130 in all; the latest 30 shown, 100 older hidden" in html
 
 
 def test_green_servers_show_their_load_state_and_errors(signed_in, label_endpoint, as_deployer, model, servers):
@@ -420,8 +422,9 @@ def test_query_counts_stay_the_same_as_history_and_evaluations_grow(signed_in, l
     assert large == small
     assert small["live"] <= 10 and small["page"] <= 11, small
     html = signed_in.get(live(d)).content.decode()
-    hidden = DeploymentTransition.objects.filter(deployment=d).count() - 100
+    hidden = DeploymentTransition.objects.filter(deployment=d).count() - PAGE_TRANSITIONS
     assert f"{hidden} older transitions not shown" in html
-    assert len(re.findall(r"data-transition=", html)) == 100
-    assert len(re.findall(r"<tr data-verdict=", html)) == 50 and "600 older hidden" not in html
+    assert len(re.findall(r"data-transition=", html)) == PAGE_TRANSITIONS
+    assert len(re.findall(r"<tr data-verdict=", html)) == PAGE_EVALUATIONS
+    assert f"600 in all; the latest {PAGE_EVALUATIONS} shown, {600 - PAGE_EVALUATIONS} older hidden" in html
     assert len(re.findall(r'<tr data-server="cpu-\d"', html)) == 2

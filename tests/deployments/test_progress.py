@@ -58,6 +58,7 @@ def test_after_the_bake_the_gates_are_judged(state):
 def test_overall_milestones(state, overall):
     p = progress(state, 1 if overall >= 90 else -1, traffic=100 if overall >= 95 else 0)
     assert p.overall_percent == overall and not p.halted
+    assert p.bake_percent == (100 if overall >= 90 else 0)  # past the last step's bake
 
 
 def test_overall_never_goes_back_along_the_happy_path():
