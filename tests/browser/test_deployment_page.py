@@ -38,7 +38,7 @@ def state(page):
     return page.locator("#deployment-live .deploy-state[data-state]")
 
 
-def test_watch_and_promote_a_canary_in_the_browser(ui, label_endpoint, as_deployer):
+def test_watch_and_promote_a_canary_in_the_browser(ui, label_endpoint, as_deployer):  # noqa: F811 (imported fixtures)
     d = drive(create(as_deployer, bake_s=30), State.ANALYZING)
     page = ui.page
     ui.sign_in("dana")
@@ -58,7 +58,7 @@ def test_watch_and_promote_a_canary_in_the_browser(ui, label_endpoint, as_deploy
 
     # Promote opens the dialog; Keep it closes it without acting
     page.get_by_role("button", name="Promote").click()
-    dialog = page.get_by_role("dialog", name="Promote: deployment %d" % d.pk)
+    dialog = page.get_by_role("dialog", name=f"Promote: deployment {d.pk}")
     expect(dialog).to_be_visible()
     expect(dialog.get_by_label("Reason")).to_be_visible()
     ui.screenshot("deployment-promote-dialog")
@@ -69,7 +69,7 @@ def test_watch_and_promote_a_canary_in_the_browser(ui, label_endpoint, as_deploy
 
     # the refresh waits while a dialog is open: what is typed stays
     page.get_by_role("button", name="Promote").click()
-    dialog = page.get_by_role("dialog", name="Promote: deployment %d" % d.pk)
+    dialog = page.get_by_role("dialog", name=f"Promote: deployment {d.pk}")
     dialog.get_by_label("Reason").fill("p99 and errors flat for 10 minutes")
     page.wait_for_timeout(2500)  # two refreshes would have replaced it
     expect(dialog).to_be_visible()
@@ -100,19 +100,19 @@ def test_watch_and_promote_a_canary_in_the_browser(ui, label_endpoint, as_deploy
     ui.assert_only_local()
 
 
-def test_a_refused_action_comes_back_in_its_dialog(ui, label_endpoint, as_deployer):
+def test_a_refused_action_comes_back_in_its_dialog(ui, label_endpoint, as_deployer):  # noqa: F811 (imported fixtures)
     d = drive(create(as_deployer), State.PAUSED)
     page = ui.page
     ui.sign_in("dana")
     ui.goto(f"/deployments/{d.pk}/")
     expect(state(page)).to_have_text("paused")
     page.get_by_role("button", name="Resume").click()
-    dialog = page.get_by_role("dialog", name="Resume: deployment %d" % d.pk)
+    dialog = page.get_by_role("dialog", name=f"Resume: deployment {d.pk}")
     dialog.get_by_label("Reason").fill("traffic is back")
     # meanwhile someone else rolls it back
     step(Deployment.objects.get(pk=d.pk), Event.ROLLBACK)
     dialog.get_by_role("button", name="Confirm").click()
-    dialog = page.get_by_role("dialog", name="Resume: deployment %d" % d.pk)
+    dialog = page.get_by_role("dialog", name=f"Resume: deployment {d.pk}")
     expect(dialog.get_by_role("alert")).to_contain_text("cannot be resumed (only a paused one can)")
     expect(dialog.get_by_role("button", name="Confirm")).to_have_count(0)
     expect(state(page)).to_have_text("rolling_back")
@@ -123,7 +123,7 @@ def test_a_refused_action_comes_back_in_its_dialog(ui, label_endpoint, as_deploy
     assert d.state == State.ROLLING_BACK and not events("deployment.resume")
 
 
-def test_rollback_failed_banner_on_every_page_until_someone_retries(ui, label_endpoint, pinned_endpoint, as_deployer):
+def test_rollback_failed_banner_on_every_page_until_someone_retries(ui, label_endpoint, pinned_endpoint, as_deployer):  # noqa: F811 (imported fixtures)
     d = drive(create(as_deployer, endpoint="vision.fraud"), State.ROLLBACK_FAILED)
     Deployment.objects.filter(pk=d.pk).update(status_text="cpu-1 did not answer the unload")
     page = ui.page
@@ -140,7 +140,7 @@ def test_rollback_failed_banner_on_every_page_until_someone_retries(ui, label_en
     expect(state(page)).to_have_text("rollback_failed")
     ui.screenshot("deployment-page-rollback-failed")
     page.get_by_role("button", name="Retry").click()
-    dialog = page.get_by_role("dialog", name="Retry: deployment %d" % d.pk)
+    dialog = page.get_by_role("dialog", name=f"Retry: deployment {d.pk}")
     expect(dialog).to_contain_text("Try the rollback again.")
     dialog.get_by_label("Reason").fill("cpu-1 is back")
     dialog.get_by_role("button", name="Confirm").click()
