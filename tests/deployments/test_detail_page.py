@@ -19,6 +19,7 @@ from controlplane.deployments.models import (
     GateEvaluation,
 )
 from controlplane.deployments.selectors import PAGE_EVALUATIONS, PAGE_TRANSITIONS
+from controlplane.endpoints.services import endpoint_create
 from controlplane.placements.models import PlacementTarget, TargetState
 from tests.deployments.conftest import body, counts, create, drive, events, place_ready
 
@@ -369,6 +370,26 @@ def test_banner_shows_only_the_users_own_teams(client, label_endpoint, as_deploy
     client.force_login(outsider)
     shown = banner(client.get("/endpoints/").content.decode())
     assert shown is not None and f"/deployments/{theirs.pk}/" in shown and "speech.asr" in shown
+
+
+def test_a_platform_admin_sees_every_teams_banner_and_many_are_counted(client, platform_admin, label_endpoint,
+                                                                     as_deployer, outsider, foreign):
+    ours = drive(create(as_deployer), State.ROLLBACK_FAILED)
+    theirs = drive(services.deployment_create(actor=Actor(user=outsider, source="api"),
+                                              data=body(endpoint="speech.asr", version=2, reason="speech")),
+                   State.ROLLBACK_FAILED)
+    client.force_login(platform_admin)
+    shown = banner(client.get("/fleet/").content.decode())
+    assert f"/deployments/{ours.pk}/" in shown and f"/deployments/{theirs.pk}/" in shown
+    # more than the banner lists: it says how many more
+    fields = {f.attname: getattr(ours, f.attname) for f in Deployment._meta.concrete_fields if f.name != "id"}
+    Deployment.objects.bulk_create([  # the database holds one active deployment per endpoint
+        Deployment(**{**fields, "endpoint_id": endpoint_create(
+            actor=Actor.system(), team=ours.team, model=ours.model, name=f"e{i}", kind="label", label="stable").pk})
+        for i in range(6)])
+    shown = banner(client.get("/fleet/").content.decode())
+    assert len(re.findall(r'<li><a href="/deployments/\d+/">', shown)) == 5
+    assert "And 3 more" in shown
 
 
 def test_banner_costs_one_query_and_none_for_anonymous_people(client, signed_in, label_endpoint, as_deployer):
