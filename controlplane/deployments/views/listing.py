@@ -26,6 +26,7 @@ from controlplane.deployments.forms import DeploymentPlanForm
 from controlplane.deployments.machine import State
 from controlplane.deployments.models import PlacementMode, Strategy
 from controlplane.deployments.planning import Plan
+from controlplane.deployments.progress import Progress, deployment_progress
 from controlplane.endpoints.models import Endpoint
 from controlplane.quotas.services import QuotaExceeded
 
@@ -104,24 +105,25 @@ def plan_display(r: services.Resolved) -> dict:
 def _list_page(request, *, form: DeploymentPlanForm | None = None, preview: dict | None = None, status: int = 200):
     user = request.user
     deploy_teams = set(teams_with_role(user, Role.DEPLOYER).values_list("pk", flat=True))
-    page = Paginator(selectors.deployments_visible(user), PER_PAGE).get_page(request.GET.get("page"))
-    scheduled = list(selectors.deployments_visible(user).filter(state=State.SCHEDULED).order_by("start_at", "id")
-                     [:SCHEDULED_SHOWN])
+    # The rows never show the stored plan or gates (the largest columns): leave them in the database.
+    visible = selectors.deployments_visible(user).defer("plan", "gates", "blue_placements", "status_text")
+    page = Paginator(visible, PER_PAGE).get_page(request.GET.get("page"))
+    scheduled = list(visible.filter(state=State.SCHEDULED).order_by("start_at", "id")[:SCHEDULED_SHOWN])
     if form is None and deploy_teams:
         form = plan_form(user)
+    now = timezone.now()
     context = {
-        "page": page, "rows": [(d, _row_progress(d)) for d in page],
+        "page": page, "rows": [(d, _row_progress(d, now)) for d in page],
         "scheduled": [(d, d.team_id in deploy_teams) for d in scheduled],
-        "form": form, "preview": preview, "now": timezone.now(),
+        "form": form, "preview": preview, "now": now,
     }
     return render(request, "deployments/deployment_list.html", context, status=status)
 
 
-def _row_progress(d) -> dict:
-    """Progress of a row from its own columns (no query): step n of m and green's share."""
-    count = len(d.steps or [])
-    step = d.step_index + 1 if 0 <= d.step_index < count else 0
-    return {"step": step, "steps": count, "traffic": d.traffic_percent}
+def _row_progress(d, now) -> Progress:
+    """A row's progress, from its own columns (no query), counted as its page counts it."""
+    return deployment_progress(state=d.state, steps=d.steps or [], step_index=d.step_index,
+                               step_started_at=d.step_started_at, traffic_percent=d.traffic_percent, now=now)
 
 
 @login_required
