@@ -48,8 +48,8 @@ def test_watch_and_promote_a_canary_in_the_browser(ui, label_endpoint, as_deploy
     expect(page.locator("[data-traffic]")).to_have_text("10%")
     expect(page.locator("[data-traffic]")).to_have_attribute("data-traffic", "10")
     expect(page.locator(".progress-label").filter(has_text="Step 1 of 1")).to_be_visible()
-    expect(page.locator(".bar.overall")).to_have_attribute("aria-valuenow", "82")
-    assert page.locator(".split-green").evaluate("e => e.style.width") == "10%"  # sized by data-width, no inline style
+    expect(page.get_by_role("progressbar", name="Overall progress")).to_have_attribute("value", "82")
+    expect(page.get_by_role("progressbar", name="Traffic to green")).to_have_attribute("value", "10")
     expect(page.get_by_role("button", name="Promote")).to_be_visible()
     expect(page.get_by_role("button", name="Roll back")).to_be_visible()
     expect(page.get_by_role("button", name="Resume")).to_have_count(0)

@@ -64,10 +64,11 @@ def test_page_shows_state_traffic_progress_history_and_refreshes_every_second(si
     html = signed_in.get(page(d)).content.decode()
     assert state_of(html) == "baking"
     assert 'data-traffic="10">10%</span> to green v2' in html
+    assert '<progress class="bar split" max="100" value="10"' in html
     assert "Step 1 of 1" in html
     # 30 s of the 120 s bake have run: 90 s (or 89 s, a second later) left, a quarter of the bar
     assert re.search(r"<b>(1 min 30 s|1 min 29 s)</b> left of the 2 min bake", html), html
-    assert 'class="bar-fill bake" data-width="25"' in html
+    assert '<progress class="bar bake" max="100" value="25"' in html
     assert f'hx-get="/deployments/{d.pk}/live/" hx-trigger="every 1s" hx-swap="outerHTML"' in html
     # the history, newest first, each with who or what caused it
     history = re.findall(r'data-transition="(\w+)"', html)
