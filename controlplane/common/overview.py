@@ -219,7 +219,8 @@ def latest_evaluations(deployment_ids: list[int]) -> dict[int, dict[str, GateEva
               .values("deployment_id", "gate").annotate(newest=Max("id")).values("newest"))
     found: dict[int, dict[str, GateEvaluation]] = {pk: {} for pk in deployment_ids}
     # deployment_id again outside: the planner then reads only those deployments' rows by index
-    for e in GateEvaluation.objects.filter(deployment_id__in=deployment_ids, id__in=newest):
+    # (and no ordering: the model's default one joins the deployments to sort by theirs)
+    for e in GateEvaluation.objects.filter(deployment_id__in=deployment_ids, id__in=newest).order_by():
         found[e.deployment_id][e.gate] = e
     return found
 
