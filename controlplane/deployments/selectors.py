@@ -1,4 +1,5 @@
 """Reads of deployments, scoped to the caller's teams (another team's deployment is a 404)."""
+from django.db import connection
 from django.db.models import Count, QuerySet, Window
 from django.shortcuts import get_object_or_404
 
@@ -59,6 +60,11 @@ def deployment_evaluation_page(deployment: Deployment, limit: int = PAGE_EVALUAT
 
 def deployment_latest_evaluations(deployment: Deployment) -> dict[str, GateEvaluation]:
     """Each gate's latest evaluation, by gate name. One query (PostgreSQL's DISTINCT ON)."""
+    if not connection.features.can_distinct_on_fields:  # SQLite (the demo): the newest row per gate, in Python
+        latest: dict[str, GateEvaluation] = {}
+        for e in deployment.evaluations.order_by("-id"):
+            latest.setdefault(e.gate, e)
+        return latest
     found = deployment.evaluations.order_by("gate", "-id").distinct("gate")
     return {e.gate: e for e in found}
 
@@ -71,8 +77,11 @@ def deployment_green_targets(deployment: Deployment) -> list[PlacementTarget]:
         return list(targets.filter(placement_id=deployment.green_placement_id))
     if deployment.placement_mode != PlacementMode.SAME_SERVERS:
         return []
-    return list(targets.filter(model_id=deployment.model_id, placement__versions__contains=[deployment.green_version.version])
-                .exclude(state=TargetState.REMOVED))
+    found = targets.filter(model_id=deployment.model_id).exclude(state=TargetState.REMOVED)
+    green = deployment.green_version.version
+    if not connection.features.supports_json_field_contains:  # SQLite (the demo): filter in Python
+        return [t for t in found if green in t.placement.versions]
+    return list(found.filter(placement__versions__contains=[green]))
 
 
 def rollback_failed_visible(user, limit: int = BANNER_LIMIT) -> tuple[list[dict], int]:
