@@ -13,6 +13,18 @@
 
   // Blue and green first: a deployment's two variants read as their names.
   const COLORS = ["#2358c4", "#12805c", "#b7791f", "#9333ea", "#c53030", "#0e7490", "#be185d", "#4d7c0f"];
+  const ROLLOUT_LINE = /^(blue|green)(\s|$)/;
+
+  // During a rollout the gateway names the variants blue and green: they keep their own colours
+  // whatever else the chart holds (lines come sorted by label, so "a" would take blue's).
+  function lineColor(lines, i) {
+    const rollout = lines.some(function (l) { return ROLLOUT_LINE.test(l.label); });
+    if (!rollout) return COLORS[i % COLORS.length];
+    const match = ROLLOUT_LINE.exec(lines[i].label);
+    if (match) return match[1] === "blue" ? COLORS[0] : COLORS[1];
+    const others = lines.slice(0, i).filter(function (l) { return !ROLLOUT_LINE.test(l.label); }).length;
+    return COLORS[2 + others % (COLORS.length - 2)];
+  }
   // Short ranges poll; long ones change too slowly to be worth it.
   const POLL_MS = { "15m": 5000, "1h": 10000, "24h": 60000 };
   const TABLE_ROWS = 500; // newest first; the chart keeps every point
@@ -178,7 +190,7 @@
           values: function (u, ticks) { return ticks.map(function (v) { return formatTick(unit, v); }); } },
       ],
       series: [{ value: function (u, t) { return t === null ? "—" : timeText(t); } }].concat(body.lines.map(function (line, i) {
-        return { label: line.label, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: false,
+        return { label: line.label, stroke: lineColor(body.lines, i), width: 2, spanGaps: false,
                  value: function (u, v) { return format(unit, v); } };
       })),
       plugins: [markersPlugin(function () { return self.answer ? self.answer.markers : []; })],

@@ -66,7 +66,9 @@ class UI:
     def screenshot(self, name: str) -> Path:
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         path = SCREENSHOTS / f"{name}.png"
-        self.page.screenshot(path=str(path), full_page=True)
+        # caret="initial": hiding the caret leaves style="" on inputs, which a later htmx swap copies
+        # into the page, where the CSP blocks it.
+        self.page.screenshot(path=str(path), full_page=True, caret="initial")
         assert path.stat().st_size > 10_000, f"{path} looks empty"
         return path
 

@@ -39,6 +39,9 @@ def test_the_endpoint_page_draws_blue_and_green_and_switches_range(
         expect(throughput.locator(".u-legend")).to_contain_text("blue v1")
         expect(throughput.locator(".u-legend")).to_contain_text("green v2")
         assert throughput.locator("canvas").count() == 1
+        markers = {name: throughput.locator(".u-legend .u-series").filter(has_text=name).locator(".u-marker").evaluate(
+                       "el => getComputedStyle(el).borderColor") for name in ("blue v1", "green v2")}
+        assert markers == {"blue v1": "rgb(35, 88, 196)", "green v2": "rgb(18, 128, 92)"}, markers
         for series in ("error_ratio", "latency_p50", "latency_p99"):
             expect(page.locator(CHART.format(series))).to_have_attribute("data-state", "ok")
 
