@@ -108,6 +108,13 @@ class PageResult:
     path: str
     times_ms: dict[str, list[float]] = field(default_factory=dict)  # phase -> samples
     queries: dict[str, int] = field(default_factory=dict)  # phase -> count
+    # phase -> CPU ms spent by this process and by its database backend over the timed requests
+    cpu_ms: dict[str, float] = field(default_factory=dict)
+
+    def cpu_per_request(self, phase: str) -> float | None:
+        if phase not in self.cpu_ms or not self.times_ms.get(phase):
+            return None
+        return self.cpu_ms[phase] / len(self.times_ms[phase])
 
     def median(self, phase: str) -> float:
         return statistics.median(self.times_ms[phase])
@@ -579,6 +586,32 @@ def _get(client, path: str):
     return response
 
 
+def database_cpu_reader():
+    """A function giving the CPU seconds the connection's PostgreSQL backend has used, when that
+    backend runs on this machine (its /proc entry is readable); else None. Per request, the CPU of
+    this process plus its backend's is what a page costs, whatever else the machine is running;
+    wall time on a shared machine is that plus waiting for a core."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        stat = f"/proc/{cursor.fetchone()[0]}/stat"
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def read() -> float:
+        with open(stat) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick  # utime and stime, fields 14 and 15 of stat
+
+    try:
+        read()
+    except OSError:
+        return None
+    return read
+
+
 def measure(client, pages: list[PageResult], phase: str, rounds: int) -> None:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
@@ -591,13 +624,22 @@ def measure(client, pages: list[PageResult], phase: str, rounds: int) -> None:
         page.queries[phase] = len(ctx.captured_queries)
     if rounds <= 0:
         return
+    database_cpu = database_cpu_reader()
     for page in pages:
         page.times_ms[phase] = []
+        page.cpu_ms[phase] = 0.0
     for _ in range(rounds):
         for page in pages:
+            # The backend's counter moves in clock ticks (10 ms): summed over every round, its
+            # share per request is still right on average.
+            db_before = database_cpu() if database_cpu else 0.0
+            cpu_before = time.process_time()
             start = time.perf_counter()
             _get(client, page.path)
             page.times_ms[phase].append((time.perf_counter() - start) * 1000)
+            page.cpu_ms[phase] += (time.process_time() - cpu_before) * 1000
+            if database_cpu:
+                page.cpu_ms[phase] += (database_cpu() - db_before) * 1000
 
 
 def run(size: str = "full", rounds: int | None = None, out=None) -> Result:
@@ -632,6 +674,14 @@ def run(size: str = "full", rounds: int | None = None, out=None) -> Result:
     return Result(size=size, counts=counts, pages=pages, final=final, seconds=seconds)
 
 
+def _cpu_final(pages: list[PageResult]) -> dict[str, str]:
+    if any(p.cpu_per_request("seeded") is None for p in pages):
+        return {}
+    worst = max(pages, key=lambda p: p.cpu_per_request("seeded"))
+    return {"api_ui_cpu_ms_worst": f"{worst.cpu_per_request('seeded'):.1f} (goal: none, for reference: CPU per request of "
+                                   f"this process and its database backend, seeded; page {worst.label})"}
+
+
 def _final(pages: list[PageResult]) -> dict[str, str]:
     worst = max(pages, key=lambda p: p.p95("seeded"))
     ratio = max(pages, key=lambda p: p.median("seeded") / p.median("empty"))
@@ -641,9 +691,15 @@ def _final(pages: list[PageResult]) -> dict[str, str]:
         "api_ui_median_ms_worst": f"{max(p.median('seeded') for p in pages):.1f} (goal: none, for reference)",
         "api_ui_median_seeded_over_empty_worst": f"{ratio.median('seeded') / ratio.median('empty'):.2f}x (goal: none, reference is the empty database; page {ratio.label})",
         "pages_over_goal": f"{sum(p.p95('seeded') > GOAL_P95_MS for p in pages)} (goal: 0)",
+        **_cpu_final(pages),
         "query_count_growth": f"{growth} (goal: 0)",
         "metrics_30_days": "skipped (goal: seeded once metrics exist; there are no metrics yet)",
     }
+
+
+def _cpu(p: PageResult) -> str:
+    empty, seeded = p.cpu_per_request("empty"), p.cpu_per_request("seeded")
+    return "-" if empty is None or seeded is None else f"{empty:.1f}/{seeded:.1f}"
 
 
 def _report(out, size, rounds, vendor, counts, pages, final, seconds) -> None:
@@ -651,15 +707,19 @@ def _report(out, size, rounds, vendor, counts, pages, final, seconds) -> None:
     print(f"API and UI latency, size {size}, {rounds} timed requests per page and phase, in process "
           f"(django.test.Client, session of a deployer), database {vendor}, {os.cpu_count()} cores", file=out)
     print("seeded: " + ", ".join(f"{v} {k}" for k, v in counts.items()), file=out)
-    print(f"{'page':<{w}}  {'empty med':>9} {'p95':>7}  {'seeded med':>10} {'p95':>7} {'min-max':>13}  {'x empty':>7}  queries e/1/s", file=out)
+    print(f"{'page':<{w}}  {'empty med':>9} {'p95':>7}  {'seeded med':>10} {'p95':>7} {'min-max':>13}  {'x empty':>7}  "
+          f"{'cpu e/s':>11}  queries e/1/s", file=out)
     for p in pages:
         s = p.times_ms["seeded"]
         spread = f"{min(s):.1f}-{max(s):.1f}"
         q = p.queries
         flag = "" if p.growth == 0 else f"  GROWS by {p.growth}"
         print(f"{p.label:<{w}}  {p.median('empty'):9.1f} {p.p95('empty'):7.1f}  {p.median('seeded'):10.1f} {p.p95('seeded'):7.1f} "
-              f"{spread:>13}  {p.median('seeded') / p.median('empty'):6.2f}x  {q['empty']}/{q['1 row']}/{q['seeded']}{flag}", file=out)
-    print("times in ms; x empty = seeded median / empty median; queries e/1/s = empty / one row each / seeded (an empty page skips its row query)", file=out)
+              f"{spread:>13}  {p.median('seeded') / p.median('empty'):6.2f}x  {_cpu(p):>11}  "
+              f"{q['empty']}/{q['1 row']}/{q['seeded']}{flag}", file=out)
+    print("times in ms; x empty = seeded median / empty median; cpu e/s = mean CPU ms per request, this process and its "
+          "database backend, empty / seeded; queries e/1/s = empty / one row each / seeded (an empty page skips its row query)",
+          file=out)
     print("phases took " + ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()), file=out)
     for name, value in final.items():
         print(f"{name}: {value}", file=out)
