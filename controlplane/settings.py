@@ -182,6 +182,9 @@ if CELERY_BROKER_URL == "filesystem://":
         "processed_folder": str(_broker_dir / "processed"),
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
+        # kombu takes one message per queue per poll; at its default 1 s, the 1 s beat tick alone
+        # nearly fills the worker, and a deployment's tasks queued up behind it (seconds of lag)
+        "polling_interval": 0.1,
     }
     for _folder in ("queue", "processed", "control"):  # kombu expects them to exist
         (_broker_dir / _folder).mkdir(parents=True, exist_ok=True)
