@@ -85,15 +85,25 @@ def deployment_from_url(page) -> Deployment:
     return Deployment.objects.get(pk=pk)
 
 
-def wait_for_chart_lines(page, series: str, *labels: str, timeout: float = 30_000) -> None:
-    """Show the last 15 minutes and wait until the chart has a line for each label (read from the
-    chart's own table: uPlot's legend names the lines too)."""
+# How many values a line has in a chart's own table (uPlot's legend names the lines too).
+LINE_VALUES = """([figure, label]) => {
+  const heads = Array.from(figure.querySelectorAll('.chart-table thead th')).map(th => th.textContent);
+  const column = heads.indexOf(label);
+  if (column < 0) return 0;
+  return Array.from(figure.querySelectorAll('.chart-table tbody tr'))
+    .filter(tr => tr.children[column] && tr.children[column].textContent !== '\u2014').length;
+}"""
+
+
+def wait_for_chart_lines(page, series: str, *labels: str, values: int = 1, timeout: float = 30) -> None:
+    """Show the last 15 minutes and wait until the chart has `values` points on each line."""
     page.locator("[data-chart-range='15m']").click()
     figure = page.locator(f"figure[data-series='{series}']")
-    expect(figure).to_have_attribute("data-state", "ok", timeout=timeout)
+    expect(figure).to_have_attribute("data-state", "ok", timeout=timeout * 1000)
+    handle = figure.element_handle()
     for label in labels:
-        header = figure.locator(".chart-table th").filter(has_text=re.compile(f"^{re.escape(label)}$"))
-        expect(header).to_have_count(1, timeout=timeout)
+        wait_for(lambda: page.evaluate(LINE_VALUES, [handle, label]) >= values, timeout,
+                 f"{values} values of {label} on the {series} chart", interval=0.5)
 
 
 def test_a_canary_promoted_by_hand_in_the_browser(stack, ui):  # noqa: F811 (the stack fixture, imported)
@@ -122,7 +132,7 @@ def test_a_canary_promoted_by_hand_in_the_browser(stack, ui):  # noqa: F811 (the
         wait_for(lambda: {a.version for a in load.since(baking)} >= {1, 2}, 15, "both versions to answer")
 
         # Blue against green on the charts, from Prometheus.
-        wait_for_chart_lines(page, "requests", "blue v1", "green v2")
+        wait_for_chart_lines(page, "requests", "blue v1", "green v2", values=4)
         wait_for_chart_lines(page, "latency_p99", "blue", "green")  # latency is per variant only
         ui.screenshot("rollout-in-progress")
         overview = page.context.new_page()
