@@ -270,10 +270,11 @@ def _shift(d: Deployment) -> Next:
 
 def _bake(d: Deployment) -> Next:
     step = d.steps[d.step_index]
-    left = (d.step_started_at + timedelta(seconds=step["bake_s"]) - timezone.now()).total_seconds()
-    if left > 0:
-        return Next(wait_s=left, status=f"baking step {d.step_index + 1} of {len(d.steps)} at {d.traffic_percent}%: "
-                                        f"{left:.0f} s left")
+    ends = d.step_started_at + timedelta(seconds=step["bake_s"])
+    left = (ends - timezone.now()).total_seconds()
+    if left > 0:  # the status is written once: it names the end, which does not go stale as a countdown does
+        return Next(wait_s=left, status=f"baking step {d.step_index + 1} of {len(d.steps)} at {d.traffic_percent}% "
+                                        f"until {ends:%H:%M:%S} UTC")
     return Next(Event.OK, reason=f"baked {step['bake_s']} s")
 
 
