@@ -12,14 +12,15 @@ from controlplane.common import overview as selectors
 @login_required
 def overview(request):
     """What is moving and what it costs, for the user's teams. `?part=deployments` answers the
-    deployments part alone: the page polls it with htmx every few seconds."""
+    deployments part alone, which the page loads apart (like its charts) and then polls with htmx
+    every few seconds: the page answers without waiting for it, and each part stays cheap."""
     now = timezone.now()
-    moving = selectors.deployments_moving(request.user, now=now)
     if request.GET.get("part") == "deployments":
+        moving = selectors.deployments_moving(request.user, now=now)
         return render(request, "overview/_deployments.html", {"moving": moving})
     quotas, more_quotas = selectors.team_quotas(request.user)
     context = {
-        "moving": moving, "fleet": selectors.fleet_health(), "gateway": selectors.gateway_health(now),
+        "fleet": selectors.fleet_health(), "gateway": selectors.gateway_health(now),
         "events": selectors.audit_recent(request.user), "quotas": quotas, "more_quotas": more_quotas,
     }
     return render(request, "overview.html", context)

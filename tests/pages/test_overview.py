@@ -16,6 +16,7 @@ from controlplane.quotas.services import quota_set
 from tests.pages import rows
 
 pytestmark = pytest.mark.django_db
+PART = "/?part=deployments"  # the deployments part, which the page loads apart and polls
 
 
 def page(client, user, path="/"):
@@ -46,21 +47,21 @@ def moving(team, other_team, deployer, outsider):
 
 def test_each_user_sees_the_deployments_of_their_own_teams(client, moving, deployer, outsider, platform_admin):
     vision, later, speech = moving
-    html = section(page(client, deployer), "ov-deployments")
+    html = section(page(client, deployer, PART), "ov-deployments")
     assert f'data-deployment="{vision.pk}"' in html and "vision.fraud" in html
     assert f'data-deployment="{later.pk}"' in html and "vision.later" in html
     assert "speech.asr" not in html and f'data-deployment="{speech.pk}"' not in html
 
-    html = section(page(client, outsider), "ov-deployments")
+    html = section(page(client, outsider, PART), "ov-deployments")
     assert "speech.asr" in html and "vision." not in html
 
-    html = section(page(client, platform_admin), "ov-deployments")
+    html = section(page(client, platform_admin, PART), "ov-deployments")
     assert all(f'data-deployment="{d.pk}"' in html for d in moving)
 
 
 def test_a_deployment_in_progress_shows_its_step_traffic_and_bake_as_a_progress_bar(client, moving, deployer):
     vision, later, _ = moving
-    html = section(page(client, deployer), "ov-deployments")
+    html = section(page(client, deployer, PART), "ov-deployments")
     row = re.search(rf'<li class="ov-dep[^"]*" data-deployment="{vision.pk}">.*?</li>', html, re.S).group(0)
     assert f'href="/deployments/{vision.pk}/"' in row
     assert 'data-state="baking"' in row and 'data-traffic="50"' in row
@@ -85,7 +86,7 @@ def test_gates_show_their_latest_value_against_their_limit_in_one_query(client, 
     rows.evaluations(d, 3, value=0.01, step_index=0)  # older: passed at step 1
     rows.evaluations(d, 1, value=0.2, verdict="fail")  # the latest: 20% against 5%
     rows.evaluations(d, 1, gate="metrics", value=None, limit=0, verdict="no_data")
-    html = section(page(client, deployer), "ov-deployments")
+    html = section(page(client, deployer, PART), "ov-deployments")
     gates_html = re.search(rf'aria-label="Gates of deployment {d.pk}">.*?</table>', html, re.S).group(0)
     error = re.search(r'<tr class="ov-gate ov-verdict-fail" data-gate="error_ratio".*?</tr>', gates_html, re.S).group(0)
     assert "Error rate" in error and '<span class="ov-gate-now">20.00%</span>' in error and "≤ 5.00%" in error
@@ -113,7 +114,7 @@ def test_a_failed_rollback_comes_first_and_stands_out(client, team, deployer):
     stuck = rows.deployment(rows.endpoint(team, "b"), state="rollback_failed", step_index=0, traffic=10,
                             status_text="could not unload green on cpu-1")
     newer = rows.deployment(rows.endpoint(team, "c"), state="validating")
-    html = section(page(client, deployer), "ov-deployments")
+    html = section(page(client, deployer, PART), "ov-deployments")
     order = [int(pk) for pk in re.findall(r'<li class="ov-dep[^"]*" data-deployment="(\d+)"', html)]
     assert order == [stuck.pk, newer.pk, ok.pk]
     assert f'<li class="ov-dep ov-tone-bad ov-alarm" data-deployment="{stuck.pk}">' in html
@@ -124,26 +125,26 @@ def test_a_failed_rollback_comes_first_and_stands_out(client, team, deployer):
 def test_past_deployments_stay_off_and_long_lists_are_cut(client, team, deployer):
     for state in ("retired", "rolled_back", "aborted", "failed", "cancelled"):
         rows.deployment(rows.endpoint(team, f"past-{state.replace('_', '-')}"), state=state)
-    html = section(page(client, deployer), "ov-deployments")
+    html = section(page(client, deployer, PART), "ov-deployments")
     assert "Nothing is moving." in html and "No deployment is scheduled." in html
 
     for i in range(overview.ACTIVE_SHOWN + 1):
         rows.deployment(rows.endpoint(team, f"a{i}"), state="baking", step_index=0, traffic=10)
-    html = section(page(client, deployer), "ov-deployments")
+    html = section(page(client, deployer, PART), "ov-deployments")
     assert len(re.findall(r'<li class="ov-dep', html)) == overview.ACTIVE_SHOWN
     assert "More in progress on the" in html
 
 
-def test_the_deployments_part_alone_is_what_the_page_polls(client, moving, deployer):
+def test_the_deployments_part_loads_apart_and_polls_itself(client, moving, deployer):
     vision, later, _ = moving
     full = page(client, deployer)
     poller = re.search(r'<div id="overview-deployments"[^>]*>', full).group(0)
-    assert 'hx-get="/?part=deployments"' in poller and 'hx-trigger="every 3s"' in poller
-    part = page(client, deployer, "/?part=deployments")
+    assert 'hx-get="/?part=deployments"' in poller and 'hx-trigger="load, every 3s"' in poller
+    placeholder = section(full, "ov-deployments")
+    assert "Loading deployments…" in placeholder and "data-deployment" not in placeholder
+    part = page(client, deployer, PART)
     assert not part.lstrip().startswith("<!doctype") and "<html" not in part
-    ids = re.compile(r'data-deployment="(\d+)"')
-    assert ids.findall(section(part, "ov-deployments")) == ids.findall(section(full, "ov-deployments")) == [
-        str(vision.pk), str(later.pk)]
+    assert re.findall(r'data-deployment="(\d+)"', part) == [str(vision.pk), str(later.pk)]
     assert 'role="progressbar"' in part and 'data-state="baking"' in part
     assert "Fleet health" not in part and "Recent changes" not in part
 

@@ -134,7 +134,7 @@ def test_the_comparison_catches_a_missing_select_related(monkeypatch, client, da
     original = overview._deployments
     monkeypatch.setattr(overview, "_deployments", lambda user: original(user).select_related(None))
     client.force_login(deployer)
-    path, small, large = small_and_large(client, data, "/")
+    path, small, large = small_and_large(client, data, "/?part=deployments")
     assert len(large) > len(small), f"{path}: an N+1 went unnoticed ({len(small)} -> {len(large)} queries)"
 
 
