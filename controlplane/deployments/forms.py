@@ -15,6 +15,7 @@ from django import forms
 from django.core.exceptions import PermissionDenied, ValidationError
 
 from controlplane.common.errors import ServiceError
+from controlplane.common.forms import PlainSelect
 from controlplane.deployments import spec
 from controlplane.deployments.models import PlacementMode, Strategy
 
@@ -60,7 +61,7 @@ def _number_input(label: str, *, help_text: str = "", initial=None, step: str = 
 class DeploymentPlanForm(forms.Form):
     """``fixed``: the endpoint's public name when the form sits on that endpoint's page."""
 
-    endpoint = forms.CharField(max_length=127, widget=forms.Select, help_text="Blue is what it serves now.")
+    endpoint = forms.CharField(max_length=127, widget=PlainSelect, help_text="Blue is what it serves now.")
     green = forms.CharField(
         max_length=31, required=False, label="Green: version or label",
         help_text="A version number, such as 3, or a label, such as canary.")

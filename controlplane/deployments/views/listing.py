@@ -30,7 +30,7 @@ from controlplane.deployments.progress import Progress, deployment_progress
 from controlplane.endpoints.models import Endpoint
 from controlplane.quotas.services import QuotaExceeded
 
-PER_PAGE = 50
+PER_PAGE = 25
 SCHEDULED_SHOWN = 50
 
 
@@ -106,7 +106,7 @@ def _list_page(request, *, form: DeploymentPlanForm | None = None, preview: dict
     user = request.user
     deploy_teams = set(teams_with_role(user, Role.DEPLOYER).values_list("pk", flat=True))
     # The rows never show the stored plan or gates (the largest columns): leave them in the database.
-    visible = selectors.deployments_visible(user).defer("plan", "gates", "blue_placements", "status_text")
+    visible = selectors.deployments_listed(user).defer("plan", "gates", "blue_placements", "status_text")
     page = Paginator(visible, PER_PAGE).get_page(request.GET.get("page"))
     scheduled = list(visible.filter(state=State.SCHEDULED).order_by("start_at", "id")[:SCHEDULED_SHOWN])
     if form is None and deploy_teams:
