@@ -90,3 +90,13 @@ def in_thread(fn, *args, **kwargs):
     share the main thread's greenlets with Playwright's sync dispatcher."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         return pool.submit(fn, *args, **kwargs).result()
+
+
+@pytest.fixture
+def purge_queued_tasks():
+    """For tests that move deployments as the worker would: each transition queues
+    deployments.advance, which no worker runs here, so the queue is emptied afterwards."""
+    yield
+    from controlplane.celery import app
+
+    app.control.purge()

@@ -6,7 +6,6 @@ page of the team until someone retries it. The deployments are moved as the work
 import pytest
 from playwright.sync_api import expect
 
-from controlplane.celery import app
 from controlplane.deployments.machine import Event, State
 from controlplane.deployments.models import Deployment, DeploymentTransition
 from tests.browser.conftest import SCREENSHOTS
@@ -25,13 +24,7 @@ from tests.deployments.conftest import (  # noqa: F401 - fixtures
     versions,
 )
 
-pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(autouse=True)
-def _purge_queued_tasks():
-    yield
-    app.control.purge()  # the transitions queued deployments.advance, which no worker runs here
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("purge_queued_tasks")]
 
 
 def state(page):

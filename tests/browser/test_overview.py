@@ -11,7 +11,6 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from controlplane.audit.context import Actor
-from controlplane.celery import app
 from controlplane.deployments.machine import Event, State
 from controlplane.endpoints.models import GatewayReplica, RoutingTableState
 from controlplane.fleet.models import Server
@@ -33,13 +32,7 @@ from tests.deployments.conftest import (  # noqa: F401 - fixtures
 )
 from tests.pages import rows
 
-pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(autouse=True)
-def _purge_queued_tasks():
-    yield
-    app.control.purge()  # the transitions queued deployments.advance, which no worker runs here
+pytestmark = [pytest.mark.browser, pytest.mark.usefixtures("purge_queued_tasks")]
 
 
 def _csp_violations(page) -> list[str]:
