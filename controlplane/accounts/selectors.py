@@ -18,6 +18,12 @@ def visible_teams(user) -> QuerySet[Team]:
     return Team.objects.filter(memberships__user=user)
 
 
+def visible_team_ids(user) -> list[int] | None:
+    """The user's team ids, read once for a page's queries: a list plans faster than the membership
+    subquery in each of them. None for a platform admin, who sees every team (and costs no query)."""
+    return None if is_platform_admin(user) else list(visible_teams(user).values_list("id", flat=True))
+
+
 def role_in(user, team: Team) -> str | None:
     if is_platform_admin(user):
         return Role.ADMIN

@@ -16,7 +16,7 @@ from datetime import datetime
 
 from django.db.models import Case, Count, IntegerField, Max, Q, Value, When
 
-from controlplane.accounts.selectors import is_platform_admin, visible_teams
+from controlplane.accounts.selectors import visible_team_ids, visible_teams
 from controlplane.audit.selectors import audit_events_visible
 from controlplane.deployments.machine import ACTIVE, State
 from controlplane.deployments.models import Deployment, GateEvaluation
@@ -201,13 +201,6 @@ def _deployments(team_ids: list[int] | None):
     """``team_ids``: the user's teams, or None for every team (a platform admin)."""
     found = Deployment.objects.select_related("endpoint__team", "blue_version", "green_version").only(*SHOWN_FIELDS)
     return found if team_ids is None else found.filter(team_id__in=team_ids)
-
-
-def visible_team_ids(user) -> list[int] | None:
-    """The user's team ids, read once for the page's queries (a list is one join less in each of
-    them than the membership subquery); None for a platform admin, who sees every team. One query,
-    none for a platform admin."""
-    return None if is_platform_admin(user) else list(visible_teams(user).values_list("id", flat=True))
 
 
 def latest_evaluations(deployment_ids: list[int]) -> dict[int, dict[str, GateEvaluation]]:

@@ -3,7 +3,7 @@ from django.db import connection
 from django.db.models import Count, QuerySet, Window
 from django.shortcuts import get_object_or_404
 
-from controlplane.accounts.selectors import is_platform_admin, visible_teams
+from controlplane.accounts.selectors import is_platform_admin, visible_team_ids, visible_teams
 from controlplane.deployments.machine import State
 from controlplane.deployments.models import (
     Deployment,
@@ -35,9 +35,8 @@ def deployments_listed(user) -> QuerySet[Deployment]:
     and four joins plan in a few ms."""
     found = (Deployment.objects.select_related("endpoint__team", "blue_version", "green_version", "created_by")
              .order_by("-id"))
-    if is_platform_admin(user):
-        return found
-    return found.filter(team_id__in=list(visible_teams(user).values_list("id", flat=True)))
+    team_ids = visible_team_ids(user)
+    return found if team_ids is None else found.filter(team_id__in=team_ids)
 
 
 def deployment_get(user, pk) -> Deployment:
