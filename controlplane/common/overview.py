@@ -14,12 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from django.db.models import Case, Count, IntegerField, Max, Q, Value, When
+from django.db.models import Case, Count, IntegerField, Q, Value, When
 
 from controlplane.accounts.selectors import visible_team_ids, visible_teams
 from controlplane.audit.selectors import audit_events_visible
 from controlplane.deployments.machine import ACTIVE, State
 from controlplane.deployments.models import Deployment, GateEvaluation
+from controlplane.deployments.selectors import latest_evaluations
 from controlplane.deployments.progress import (
     HALTED,
     STEPS_FROM,
@@ -201,21 +202,6 @@ def _deployments(team_ids: list[int] | None):
     """``team_ids``: the user's teams, or None for every team (a platform admin)."""
     found = Deployment.objects.select_related("endpoint__team", "blue_version", "green_version").only(*SHOWN_FIELDS)
     return found if team_ids is None else found.filter(team_id__in=team_ids)
-
-
-def latest_evaluations(deployment_ids: list[int]) -> dict[int, dict[str, GateEvaluation]]:
-    """The latest evaluation of each gate of each deployment: {deployment id: {gate: evaluation}}.
-    One query (the newest id per deployment and gate, as a subquery), however many deployments."""
-    if not deployment_ids:
-        return {}
-    newest = (GateEvaluation.objects.filter(deployment_id__in=deployment_ids)
-              .values("deployment_id", "gate").annotate(newest=Max("id")).values("newest"))
-    found: dict[int, dict[str, GateEvaluation]] = {pk: {} for pk in deployment_ids}
-    # deployment_id again outside: the planner then reads only those deployments' rows by index
-    # (and no ordering: the model's default one joins the deployments to sort by theirs)
-    for e in GateEvaluation.objects.filter(deployment_id__in=deployment_ids, id__in=newest).order_by():
-        found[e.deployment_id][e.gate] = e
-    return found
 
 
 def deployments_moving(user, *, now: datetime) -> Moving:

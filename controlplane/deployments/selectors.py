@@ -1,6 +1,6 @@
 """Reads of deployments, scoped to the caller's teams (another team's deployment is a 404)."""
 from django.db import connection
-from django.db.models import Count, QuerySet, Window
+from django.db.models import Count, Max, QuerySet, Window
 from django.shortcuts import get_object_or_404
 
 from controlplane.accounts.selectors import is_platform_admin, visible_team_ids, visible_teams
@@ -69,15 +69,24 @@ def deployment_evaluation_page(deployment: Deployment, limit: int = PAGE_EVALUAT
     return _newest_with_total(deployment.evaluations.all(), limit)
 
 
+def latest_evaluations(deployment_ids: list[int]) -> dict[int, dict[str, GateEvaluation]]:
+    """The latest evaluation of each gate of each deployment: {deployment id: {gate: evaluation}}.
+    One query (the newest id per deployment and gate, as a subquery), however many deployments."""
+    if not deployment_ids:
+        return {}
+    newest = (GateEvaluation.objects.filter(deployment_id__in=deployment_ids)
+              .values("deployment_id", "gate").annotate(newest=Max("id")).values("newest"))
+    found: dict[int, dict[str, GateEvaluation]] = {pk: {} for pk in deployment_ids}
+    # deployment_id again outside: the planner then reads only those deployments' rows by index
+    # (and no ordering: the model's default one joins the deployments to sort by theirs)
+    for e in GateEvaluation.objects.filter(deployment_id__in=deployment_ids, id__in=newest).order_by():
+        found[e.deployment_id][e.gate] = e
+    return found
+
+
 def deployment_latest_evaluations(deployment: Deployment) -> dict[str, GateEvaluation]:
-    """Each gate's latest evaluation, by gate name. One query (PostgreSQL's DISTINCT ON)."""
-    if not connection.features.can_distinct_on_fields:  # SQLite (the demo): the newest row per gate, in Python
-        latest: dict[str, GateEvaluation] = {}
-        for e in deployment.evaluations.order_by("-id"):
-            latest.setdefault(e.gate, e)
-        return latest
-    found = deployment.evaluations.order_by("gate", "-id").distinct("gate")
-    return {e.gate: e for e in found}
+    """Each gate's latest evaluation, by gate name. One query."""
+    return latest_evaluations([deployment.pk])[deployment.pk]
 
 
 def deployment_green_targets(deployment: Deployment) -> list[PlacementTarget]:
