@@ -40,3 +40,4 @@ def live_timeout() -> float:
 
 
 RECONCILE_RUNS_KEPT = 500
+LEASE_S = 15.0  # a LOADING claim's lease; its worker renews it every LEASE_S / 3 while it loads

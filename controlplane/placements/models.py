@@ -74,6 +74,9 @@ class PlacementTarget(models.Model):
     error = models.TextField(blank=True, help_text="Triton's text for the last failure, or why the target is stuck.")
     drift = models.CharField(max_length=16, choices=Drift.choices, default=Drift.NONE, blank=True)
     drift_detail = models.TextField(blank=True)
+    # While LOADING: the loading worker renews this every few seconds; once it has passed, that
+    # worker is gone, and the reconciler may load again as soon as Triton is idle with the model.
+    lease_until = models.DateTimeField(null=True, blank=True)
     loaded_at = models.DateTimeField(null=True, blank=True)
     load_seconds = models.FloatField(null=True, blank=True)
     last_checked_at = models.DateTimeField(null=True, blank=True)
@@ -100,6 +103,13 @@ class PlacementTarget(models.Model):
     @property
     def is_active(self) -> bool:
         return self.state != TargetState.REMOVED
+
+    def lease_expired(self, now, *, fallback_s: float) -> bool:
+        """Whether the worker that claimed this target stopped renewing its lease (it died). A
+        claim without a lease (made before leases existed) counts as expired after ``fallback_s``."""
+        if self.lease_until is not None:
+            return self.lease_until < now
+        return (now - self.state_changed_at).total_seconds() > fallback_s
 
 
 class ReconcileRun(models.Model):

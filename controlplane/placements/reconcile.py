@@ -24,7 +24,7 @@ class Action(StrEnum):
     STUCK_UNLOADING = "stuck_unloading"  # UNLOADING on Triton for longer than the stuck timeout
     STUCK_LOADING = "stuck_loading"  # LOADING on Triton for longer than the stuck timeout
     REAPPLY_DRIFT = "reapply_drift"  # READY, but Triton lost it (a restart) or serves something else
-    REAPPLY_ABANDONED = "reapply_abandoned"  # our LOADING outlived the stuck timeout, Triton is idle: its worker died
+    REAPPLY_ABANDONED = "reapply_abandoned"  # our LOADING's lease ran out and Triton is idle: its worker died
     LOAD_PENDING = "load_pending"  # PENDING past the grace period: its apply task was lost
     ADOPT = "adopt"  # Triton already serves exactly what we want: READY
     REPORT_STUCK = "report_stuck"  # still stuck; retrying is a person's decision
@@ -41,12 +41,13 @@ class Decision:
 
 
 def decide(*, state: str, placement_active: bool, reachable: bool, drift: str, loaded: bool, busy: bool,
-           age: float, stuck_after: float, grace: float) -> Decision:
+           age: float, stuck_after: float, grace: float, lease_expired: bool) -> Decision:
     """What the reconciler does with one target.
 
     ``drift`` is ``drift.classify``'s verdict for the server's rows, ``loaded`` whether any
     version of the model is READY, LOADING or UNLOADING there, ``busy`` whether one is LOADING or
-    UNLOADING, and ``age`` the seconds since the target's state last changed. Nothing is ever
+    UNLOADING, ``age`` the seconds since the target's state last changed, and ``lease_expired``
+    whether the worker that claimed a LOADING target stopped renewing its lease. Nothing is ever
     loaded while Triton is busy with the model, nor for a removed placement, nor over a FAILED
     target (a retry is a person's decision).
     """
@@ -73,8 +74,10 @@ def decide(*, state: str, placement_active: bool, reachable: bool, drift: str, l
         return Decision(Action.NOTHING, record)
     if state in (TargetState.LOADING, TargetState.STUCK, TargetState.PENDING) and drift == Drift.NONE and loaded and not busy:
         return Decision(Action.ADOPT, record)
-    if state == TargetState.LOADING and age > stuck_after:
-        return Decision(Action.STUCK_LOADING if busy else Action.REAPPLY_ABANDONED, record)
+    if state == TargetState.LOADING and busy and age > stuck_after:
+        return Decision(Action.STUCK_LOADING, record)
+    if state == TargetState.LOADING and not busy and lease_expired:
+        return Decision(Action.REAPPLY_ABANDONED, record)
     if state == TargetState.PENDING and age > grace and not busy:
         return Decision(Action.LOAD_PENDING, record)
     if state == TargetState.STUCK:

@@ -285,3 +285,51 @@ def test_a_load_that_hangs_is_marked_stuck_then_adopted_when_it_finishes(s3, act
     target.refresh_from_db()
     assert (target.state, target.error) == ("ready", "")
     assert events("placement.target.ready")[-1].reason == "Triton reports it READY with our config"
+
+
+def test_a_load_whose_worker_died_before_triton_had_it_is_taken_over_when_its_lease_runs_out(s3, actor, model, fleet):
+    """A worker killed between committing its claim and sending the load leaves a LOADING target
+    that Triton knows nothing about. While the claim's lease is renewed the reconciler waits (its
+    worker may be queued behind other servers); once the lease runs out it loads at once, instead
+    of after the stuck timeout (10 minutes by default)."""
+    from controlplane.placements.services.state import claim
+
+    register(actor, model, 1)
+    placement, _ = services.placement_create(actor=actor, model=model, versions=[1], servers=[fleet[0]])
+    target = placement.targets.get()
+    assert claim(target, to=TargetState.LOADING, actor=actor, action="placement.target.load")  # ... and the worker dies
+    target.refresh_from_db()
+    assert target.lease_until > target.state_changed_at
+
+    report = reconcile_fleet()
+    assert report["reapplied"] == [] and states(placement) == {"fleet-0": "loading"}  # the lease still runs: wait
+    assert not drift.is_loaded(index_rows(fleet[0].http_url))
+
+    PlacementTarget.objects.filter(pk=target.pk).update(lease_until=target.state_changed_at)  # nobody renewed it
+    report = reconcile_fleet()
+    assert [(r["server"], r["detail"], r["result"]) for r in report["reapplied"]] == [
+        ("fleet-0", "load never finished", "ready")]
+    assert states(placement) == {"fleet-0": "ready"}
+    reapplied = events("placement.target.reapply")
+    assert [(e.source, e.reason) for e in reapplied] == [("system", "the load never finished (its worker stopped)")]
+
+
+def test_a_worker_renews_its_lease_while_triton_loads_so_the_reconciler_leaves_a_slow_load_alone(
+        transactional_db, s3, actor, model, fleet, monkeypatch):
+    from controlplane.placements import conf
+
+    monkeypatch.setattr(conf, "LEASE_S", 0.6)  # renewed every 0.2 s
+    register(actor, model, 1, model_source(1, init="import time\ntime.sleep(3)"))
+    placement, _ = services.placement_create(actor=actor, model=model, versions=[1], servers=[fleet[0]])
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        applying = pool.submit(apply_placement, placement.pk)
+        wait_for(lambda: drift.is_busy(index_rows(fleet[0].http_url)), what="Triton to start loading")
+        time.sleep(1.5)  # well past the first lease
+        target = placement.targets.get()
+        assert target.state == TargetState.LOADING
+        assert (target.lease_until - target.state_changed_at).total_seconds() > 1.5  # renewed since the claim
+        report = reconcile_fleet()
+        assert report["reapplied"] == [] and report["stuck"] == []
+        assert applying.result(timeout=30) == {"ready": 1}
+    assert states(placement) == {"fleet-0": "ready"}
+    assert events("placement.target.reapply") == []

@@ -35,9 +35,9 @@ def cases():
     """Every (inputs, observed facts) the reconciler can meet, for two orderings of the timeouts."""
     for stuck_after, grace in ((STUCK, GRACE), (GRACE, STUCK)):
         ages = sorted({0.0, grace, grace + 1, stuck_after, stuck_after + 1})
-        for state, active, reachable, (v1, v2), wanted, same_config, age in itertools.product(
+        for state, active, reachable, (v1, v2), wanted, same_config, age, lease_expired in itertools.product(
             TargetState.values, (True, False), (True, False), itertools.product(TRITON_STATES, repeat=2),
-            ([1], [1, 2]), (True, False), ages,
+            ([1], [1, 2]), (True, False), ages, (True, False),
         ):
             rows = rows_for(v1, v2) if reachable else []
             if reachable:
@@ -48,7 +48,7 @@ def cases():
                 value = Drift.UNREACHABLE
             inputs = {"state": state, "placement_active": active, "reachable": reachable, "drift": value,
                       "loaded": drift.is_loaded(rows), "busy": drift.is_busy(rows), "age": age,
-                      "stuck_after": stuck_after, "grace": grace}
+                      "stuck_after": stuck_after, "grace": grace, "lease_expired": lease_expired}
             yield inputs, decide(**inputs)
 
 
@@ -56,7 +56,7 @@ ALL = list(cases())
 
 
 def test_the_enumeration_is_complete_and_reaches_every_action():
-    assert len(ALL) == 2 * 7 * 2 * 2 * 25 * 2 * 2 * 5
+    assert len(ALL) == 2 * 7 * 2 * 2 * 25 * 2 * 2 * 5 * 2
     assert all(isinstance(d, Decision) and isinstance(d.action, Action) for _, d in ALL)
     seen = Counter(d.action for _, d in ALL)
     assert set(seen) == set(Action), f"never decided: {set(Action) - set(seen)}"
@@ -74,7 +74,7 @@ def test_each_load_has_its_own_cause():
         if d.action == Action.REAPPLY_DRIFT:
             assert i["state"] == TargetState.READY and i["drift"] in REAPPLY_DRIFTS, i
         elif d.action == Action.REAPPLY_ABANDONED:
-            assert i["state"] == TargetState.LOADING and i["age"] > i["stuck_after"] and i["drift"] != Drift.NONE, i
+            assert i["state"] == TargetState.LOADING and i["lease_expired"] and i["drift"] != Drift.NONE, i
         elif d.action == Action.LOAD_PENDING:
             assert i["state"] == TargetState.PENDING and i["age"] > i["grace"] and i["drift"] != Drift.NONE, i
 
@@ -124,7 +124,7 @@ def test_nothing_wanted_is_left_hanging():
     """Liveness: once the timeouts have passed and Triton is idle, every target of an active
     placement ends up in a settled state or gets an action that leads there."""
     for i, d in ALL:
-        late = i["age"] > max(i["grace"], i["stuck_after"])
+        late = i["age"] > max(i["grace"], i["stuck_after"]) and i["lease_expired"]
         if not (late and i["reachable"] and i["placement_active"] and not i["busy"]):
             continue
         state = i["state"]
@@ -138,15 +138,32 @@ def test_nothing_wanted_is_left_hanging():
             assert d.action == (Action.ADOPT if i["drift"] == Drift.NONE else Action.REPORT_STUCK), i
 
 
-def test_young_targets_are_only_moved_by_what_triton_reports():
+def test_young_targets_are_only_moved_by_what_triton_reports_or_a_dead_worker():
     for i, d in ALL:
         if i["age"] <= min(i["grace"], i["stuck_after"]):
-            assert d.action not in (Action.LOAD_PENDING, Action.UNLOAD_AGAIN, Action.REAPPLY_ABANDONED,
-                                    Action.STUCK_LOADING, Action.STUCK_UNLOADING), i
+            assert d.action not in (Action.LOAD_PENDING, Action.UNLOAD_AGAIN, Action.STUCK_LOADING,
+                                    Action.STUCK_UNLOADING), i
+            if d.action == Action.REAPPLY_ABANDONED:
+                assert i["lease_expired"] and not i["busy"], i
+
+
+def test_a_load_whose_worker_still_renews_its_lease_is_never_taken_over_however_old():
+    """A live worker may be waiting for readiness (Triton idle) or queued behind other servers'
+    loads in its fan-out: loading again over it would be a double load."""
+    for i, d in ALL:
+        if i["state"] == TargetState.LOADING and not i["lease_expired"]:
+            assert d.action not in LOADS, i
+
+
+def test_a_dead_workers_load_is_taken_over_as_soon_as_triton_is_idle_not_after_the_stuck_timeout():
+    for i, d in ALL:
+        if (i["state"] == TargetState.LOADING and i["lease_expired"] and i["placement_active"] and i["reachable"]
+                and not i["busy"] and i["drift"] != Drift.NONE):
+            assert d.action == Action.REAPPLY_ABANDONED, i
 
 
 BASE = {"placement_active": True, "reachable": True, "drift": Drift.NONE, "loaded": True, "busy": False, "age": 0.0,
-        "stuck_after": STUCK, "grace": GRACE}
+        "stuck_after": STUCK, "grace": GRACE, "lease_expired": False}
 
 
 @pytest.mark.parametrize("change, action", [
@@ -156,8 +173,12 @@ BASE = {"placement_active": True, "reachable": True, "drift": Drift.NONE, "loade
     ({"state": "ready", "drift": Drift.WRONG_VERSION, "busy": True}, Action.NOTHING),  # someone is loading: wait
     ({"state": "loading"}, Action.ADOPT),
     ({"state": "loading", "drift": Drift.MISSING, "loaded": True, "busy": True, "age": 601.0}, Action.STUCK_LOADING),
-    ({"state": "loading", "drift": Drift.MISSING, "loaded": False, "age": 601.0}, Action.REAPPLY_ABANDONED),
+    ({"state": "loading", "drift": Drift.MISSING, "loaded": False, "age": 20.0, "lease_expired": True},
+     Action.REAPPLY_ABANDONED),  # its worker died before Triton had the request
+    ({"state": "loading", "drift": Drift.MISSING, "loaded": False, "age": 601.0}, Action.NOTHING),  # alive: waits
     ({"state": "loading", "drift": Drift.MISSING, "loaded": False, "age": 30.0}, Action.NOTHING),
+    ({"state": "loading", "drift": Drift.MISSING, "busy": True, "age": 30.0, "lease_expired": True},
+     Action.NOTHING),  # Triton still loads what the dead worker sent: adopted once READY
     ({"state": "pending", "drift": Drift.MISSING, "loaded": False, "age": 61.0}, Action.LOAD_PENDING),
     ({"state": "pending", "drift": Drift.MISSING, "loaded": False, "age": 59.0}, Action.NOTHING),
     ({"state": "failed", "drift": Drift.MISSING, "loaded": False, "age": 9999.0}, Action.NOTHING),

@@ -5,11 +5,14 @@ compare-and-set, so a second run, or a late answer, changes nothing.
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterable
+from contextlib import contextmanager
 from datetime import timedelta
 
+from django import db
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -97,9 +100,38 @@ def _load_one(claim: Claim) -> Outcome:
         time.sleep(0.2)  # a worker polling Triton, never a web request
 
 
+@contextmanager
+def _leases_renewed(claims: list[Claim]):
+    """Renew the claims' leases while their loads run, so that the reconciler can tell a slow load
+    (lease renewed) from one whose worker died (lease run out) without waiting for the stuck timeout.
+    One UPDATE every LEASE_S / 3, whatever the number of servers."""
+    if not claims:
+        yield
+        return
+    stop = threading.Event()
+    ids = [c.target_id for c in claims]
+
+    def renew() -> None:
+        try:
+            while not stop.wait(conf.LEASE_S / 3):
+                PlacementTarget.objects.filter(pk__in=ids, state=TargetState.LOADING).update(
+                    lease_until=timezone.now() + timedelta(seconds=conf.LEASE_S))
+        finally:
+            db.connection.close()  # this thread's own connection
+
+    thread = threading.Thread(target=renew, name="placement-lease", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 def run_loads(claims: list[Claim], actor: Actor) -> dict[str, int]:
     counts: dict[str, int] = defaultdict(int)
-    outcomes = parallel(_load_one, claims)
+    with _leases_renewed(claims):
+        outcomes = parallel(_load_one, claims)
     # One transaction for the whole batch (each record is still its own compare-and-set, audited):
     # one commit and one routing-table build, not one per server (500 of each cost a rollout to
     # 500 servers ~9 s).

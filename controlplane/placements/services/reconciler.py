@@ -83,8 +83,8 @@ def reconcile_fleet(*, actor: Actor | None = None) -> dict:
       config: reload with our config;
     - LOADING/STUCK/PENDING and Triton reports it in sync: READY;
     - LOADING or UNLOADING on Triton for longer than the stuck timeout: STUCK, reported;
-    - PENDING past the grace period (its task was lost), or LOADING past the stuck timeout with
-      nothing loading on Triton (its worker died): apply again;
+    - PENDING past the grace period (its task was lost), or LOADING whose lease ran out with
+      nothing loading on Triton (its worker died before Triton had the request): apply again;
     - UNLOADING and gone from Triton: REMOVED, GPUs released;
     - FAILED: drift recorded only; retrying is a person's decision.
 
@@ -145,6 +145,7 @@ def _reconcile(actor: Actor) -> dict:
                 state=target.state, placement_active=target.placement.is_active, reachable=not seen.error,
                 drift=value, loaded=drift.is_loaded(rows), busy=drift.is_busy(rows),
                 age=(now - target.state_changed_at).total_seconds(), stuck_after=stuck_after, grace=grace,
+                lease_expired=target.lease_expired(now, fallback_s=stuck_after),
             )
             entry = {"target": target.pk, "placement": target.placement_id, "server": server.name, "model": name}
             if decision.record_drift:

@@ -3,6 +3,7 @@ audit event in the same transaction, so a late answer from an older attempt chan
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.db import transaction
 from django.db.models import F
@@ -11,6 +12,7 @@ from django.utils import timezone
 from controlplane.audit.context import Actor
 from controlplane.audit.services import audit_record
 from controlplane.endpoints.publication import request_publish
+from controlplane.placements import conf
 from controlplane.placements.models import (
     ACTIVE_STATES,
     Drift,
@@ -49,9 +51,10 @@ def targets(**filters):
 def claim(target: PlacementTarget, *, to: str, actor: Actor, action: str, reason: str = "") -> Claim | None:
     """Move a target to LOADING or UNLOADING if nobody changed it since it was read; audited."""
     now = timezone.now()
+    lease = now + timedelta(seconds=conf.LEASE_S) if to == TargetState.LOADING else None
     with transaction.atomic():
         changed = PlacementTarget.objects.filter(pk=target.pk, state=target.state, attempt=target.attempt).update(
-            state=to, attempt=F("attempt") + 1, state_changed_at=now, error=""
+            state=to, attempt=F("attempt") + 1, state_changed_at=now, error="", lease_until=lease
         )
         if not changed:
             return None
