@@ -285,7 +285,7 @@ def test_another_teams_endpoint_is_refused_like_a_missing_one(signed_in, deploye
     assert theirs.status_code == missing.status_code == 400
     assert errors_by_field(theirs)["endpoint"] == "No endpoint named 'speech.asr' in your teams."
     assert errors_by_field(missing)["endpoint"] == "No endpoint named 'speech.nope' in your teams."
-    assert "speech.asr" not in client.get("/deployments/").content.decode()  # not offered either
+    assert "speech.asr" not in client.get("/deployments/?part=plan", **HX).content.decode()  # not offered either
     assert not Deployment.objects.exists()
 
 
@@ -343,10 +343,27 @@ def test_the_endpoint_page_has_the_form_with_the_endpoint_fixed(signed_in, deplo
 # -- who may -------------------------------------------------------------------------------------------
 
 
+def test_the_deployments_page_loads_the_form_apart_and_opens_it_in_the_page_without_script(
+        signed_in, deployer, label_endpoint):
+    client = signed_in(deployer)
+    page = client.get("/deployments/").content.decode()
+    assert 'hx-get="/deployments/?part=plan" hx-trigger="load" hx-swap="outerHTML"' in page
+    assert '<a href="?plan=open#plan">Open it in the page</a>' in page and 'href="#plan">Plan a deployment</a>' in page
+    assert "Preview plan" not in page and 'name="green"' not in page  # not rendered here
+    part = client.get("/deployments/?part=plan", **HX).content.decode()
+    assert part.lstrip().startswith('<section class="card plan" id="plan"')
+    assert "Preview plan" in part and '<option value="vision.scorer">vision.scorer</option>' in part
+    assert "<html" not in part
+    inline = client.get("/deployments/?plan=open").content.decode()
+    assert "Preview plan" in inline and "?part=plan" not in inline and "<html" in inline
+
+
 def test_a_viewer_sees_no_form_and_is_refused_403(signed_in, viewer, label_endpoint):
     client = signed_in(viewer)
     page = client.get("/deployments/").content.decode()
     assert "Preview plan" not in page and "Plan a deployment" not in page and 'id="scheduled"' in page
+    assert "?part=plan" not in page and "Preview plan" not in client.get("/deployments/?plan=open").content.decode()
+    assert client.get("/deployments/?part=plan", **HX).status_code == 403
     for url in (PREVIEW, START):
         assert client.post(url, form(), **HX).status_code == 403
     assert not Deployment.objects.exists() and not AuditEvent.objects.filter(action="deployment.create").exists()

@@ -1,4 +1,4 @@
-"""The overview, the Deployments list and a deployment's page (and its live part) make the same
+"""The overview, the Deployments list (and its plan form) and a deployment's page (and its live part) make the same
 number of queries whatever the data: measured with a little data and with a lot more (endpoints,
 deployments in progress, scheduled and past, their transitions and gate evaluations, servers,
 gateway replicas, audit events, teams), and asserted equal. Each page must also show more rows
@@ -24,7 +24,8 @@ from tests.pages import rows
 pytestmark = pytest.mark.django_db
 
 # {d} is the deployment whose own page is fetched; it gains history and evaluations as data grows.
-PAGES = ["/", "/?part=deployments", "/deployments/", "/deployments/{d}/", "/deployments/{d}/live/"]
+PAGES = ["/", "/?part=deployments", "/deployments/", "/deployments/?part=plan", "/deployments/{d}/",
+         "/deployments/{d}/live/"]
 # In progress, in turn: every state the overview lists (a succeeded one does not hold its endpoint).
 MOVING = ["validating", "provisioning", "shifting", "baking", "analyzing", "paused", "awaiting_approval",
           "promoting", "succeeded", "rolling_back", "rollback_failed", "pending", "verifying"]
@@ -88,7 +89,7 @@ def fetch(client, path):
         response = client.get(path)
     assert response.status_code == 200, (path, response.status_code)
     html = response.content.decode()
-    return [q["sql"] for q in ctx.captured_queries], len(re.findall(r"<(?:tr|li)[ >]", html))
+    return [q["sql"] for q in ctx.captured_queries], len(re.findall(r"<(?:tr|li|option)[ >]", html))
 
 
 def _shape(sql: str) -> str:
