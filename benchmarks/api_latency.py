@@ -87,6 +87,8 @@ PAGES = [
     ("ui /", "/"),
     ("ui /?part=deployments", "/?part=deployments"),
     ("ui /deployments/", "/deployments/"),
+    ("ui /deployments/?part=plan", "/deployments/?part=plan"),
+    ("ui /deployments/?plan=open", "/deployments/?plan=open"),  # the form in the page (no script): for reference
     ("ui /deployments/<id>/", "/deployments/{deployment}/"),
     ("ui /deployments/<id>/live/", "/deployments/{deployment}/live/"),
     ("ui /models/", "/models/"),
