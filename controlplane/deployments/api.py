@@ -35,7 +35,9 @@ class StepInSerializer(StrictSerializer):
 
 class CustomGateInSerializer(StrictSerializer):
     name = StrictCharField(max_length=60)
-    query = StrictCharField(max_length=spec.MAX_QUERY, help_text="PromQL; {{endpoint}}, {{variant}} and {{window}} are filled in.")
+    query = StrictCharField(max_length=spec.MAX_QUERY, help_text=(
+        "PromQL; {{endpoint}}, {{model}}, {{variant}} and {{window}} are filled in. "
+        "Pin every selector with endpoint={{endpoint}} or model={{model}}."))
     max = StrictNumberField(help_text="The value must stay at or below this.")
 
 

@@ -13,6 +13,8 @@ from datetime import datetime, timedelta, timezone
 
 from django.core.exceptions import ValidationError
 
+from controlplane.metrics import custom_gates
+
 STRATEGIES = ("all_at_once", "canary", "linear", "steps")
 PLACEMENTS = ("new_servers", "same_servers")
 FIELDS = {
@@ -36,9 +38,11 @@ DEFAULTS = {"canary_percent": 10, "step_percent": 25, "bake_s": 60, "rollback_wi
 
 @dataclass(frozen=True)
 class CustomGate:
-    """A PromQL expression whose value must stay at or below `max`. `{{endpoint}}`, `{{variant}}`
-    and `{{window}}` are replaced by the endpoint's public name, green's variant name and the
-    window (as `60s`), each quoted safely, like Flagger's metric templates."""
+    """A PromQL expression whose value must stay at or below `max`. `{{endpoint}}`, `{{model}}`,
+    `{{variant}}` and `{{window}}` are replaced by the endpoint's public name, the model's Triton
+    name, green's variant name and the window (as `60s`), each quoted safely, like Flagger's
+    metric templates. Every selector must be pinned to the endpoint or the model
+    (``metrics.custom_gates``): a gate reads its own deployment's series only."""
 
     name: str
     query: str
@@ -239,6 +243,9 @@ def _parse_gates(raw, errors: _Errors) -> Gates:
             continue
         if not isinstance(query, str) or not query.strip() or len(query) > MAX_QUERY or "\x00" in query:
             errors.add(f"{path}.query", f"Give a PromQL expression of at most {MAX_QUERY} characters.")
+            continue
+        if why := custom_gates.problem(query):
+            errors.add(f"{path}.query", why)
             continue
         limit = _number(item, "max", errors, lo=-1e18, hi=1e18, path=f"{path}.")
         if limit is not None:

@@ -164,7 +164,7 @@ def test_the_endpoint_page_plans_for_its_endpoint(ui, deployer, label_endpoint):
     plan.locator("summary", has_text="Gates").click()
     plan.get_by_label("Max p99 (ms)").fill("0")
     plan.get_by_label("Custom gate 1 name").fill("queue")
-    plan.get_by_label("Custom gate 1 query").fill('sum(rate(switchyard_gateway_requests_total{variant={{variant}}}[{{window}}]))')
+    plan.get_by_label("Custom gate 1 query").fill('sum(rate(switchyard_gateway_requests_total{endpoint={{endpoint}}, variant={{variant}}}[{{window}}]))')
     plan.get_by_role("button", name="Preview plan").click()
     expect(plan.locator('[data-field="max_p99_ms"] .field-error')).to_have_text("Give a number above 0 to 3.6e+06.")
     expect(plan.locator('[data-field="custom-0-max"] .field-error')).to_contain_text("Give a number")
@@ -182,7 +182,7 @@ def test_the_endpoint_page_plans_for_its_endpoint(ui, deployer, label_endpoint):
     assert page.url == ui.url(f"/deployments/{d.pk}/")
     assert (d.target_label, d.placement_mode, [s["name"] for s in d.servers]) == ("canary", "new_servers", ["cpu-2"])
     assert (d.gates["max_p99_ms"], d.gates["custom"]) == (250.0, [
-        {"name": "queue", "query": 'sum(rate(switchyard_gateway_requests_total{variant={{variant}}}[{{window}}]))', "max": 5000.0}])
+        {"name": "queue", "query": 'sum(rate(switchyard_gateway_requests_total{endpoint={{endpoint}}, variant={{variant}}}[{{window}}]))', "max": 5000.0}])
 
 
 def test_a_surge_over_the_quota_is_drawn_and_start_is_refused_with_the_numbers(ui, deployer, as_admin, team, gpu_blue):  # noqa: F811

@@ -110,13 +110,13 @@ def body_of(**extra) -> dict:
 def test_the_form_sends_the_apis_body_shape(db):
     data = body_of(strategy="steps", steps="10:60, 50 : 120;100", placement="new_servers", servers="cpu-2, cpu-3 cpu-4",
                    max_p99_ms="250.5", approval_required="on", deadline_s="3600",
-                   start_at="2030-01-02T03:04", **{"custom-1-name": "p95", "custom-1-query": "up", "custom-1-max": "1e3"})
+                   start_at="2030-01-02T03:04", **{"custom-1-name": "p95", "custom-1-query": "up{endpoint={{endpoint}}}", "custom-1-max": "1e3"})
     assert data == {
         "endpoint": "vision.scorer", "version": 2, "strategy": "steps", "placement": "new_servers",
         "steps": [{"percent": 10, "bake_s": 60}, {"percent": 50, "bake_s": 120}, {"percent": 100}],
         "servers": ["cpu-2", "cpu-3", "cpu-4"],
         "gates": {"max_error_ratio": 0.05, "guard": True, "max_p99_ms": 250.5, "min_requests": 50, "interval_s": 10,
-                  "window_s": 60, "failures_to_breach": 2, "custom": [{"name": "p95", "query": "up", "max": 1000.0}]},
+                  "window_s": 60, "failures_to_breach": 2, "custom": [{"name": "p95", "query": "up{endpoint={{endpoint}}}", "max": 1000.0}]},
         "approval_required": True, "deadline_s": 3600, "rollback_window_s": 600,
         "start_at": "2030-01-02T03:04:00+00:00", "reason": "ship v2",
     }
@@ -213,9 +213,9 @@ BAD = [
     ({"window_s": "1"}, "window_s", "Give a whole number from 5 to 604800."),
     ({"max_error_ratio": ""}, "gates", "Give at least one gate"),
     ({"custom-0-name": "p95", "custom-0-query": " "}, "custom-0-query", "Give a PromQL expression"),
-    ({"custom-2-name": "bad name!", "custom-2-query": "up", "custom-2-max": "1"}, "custom-2-name", "Give a short name"),
-    ({"custom-0-name": "a", "custom-0-query": "up", "custom-0-max": "1",
-      "custom-1-name": "a", "custom-1-query": "up", "custom-1-max": "2"}, "custom", "Two custom gates have the same name."),
+    ({"custom-2-name": "bad name!", "custom-2-query": "up{endpoint={{endpoint}}}", "custom-2-max": "1"}, "custom-2-name", "Give a short name"),
+    ({"custom-0-name": "a", "custom-0-query": "up{endpoint={{endpoint}}}", "custom-0-max": "1",
+      "custom-1-name": "a", "custom-1-query": "up{endpoint={{endpoint}}}", "custom-1-max": "2"}, "custom", "Two custom gates have the same name."),
     ({"deadline_s": "5"}, "deadline_s", "Give a whole number from 60 to 2592000."),
     ({"rollback_window_s": "-1"}, "rollback_window_s", "Give a whole number from 0 to 2592000."),
     ({"start_at": "2001-01-01T00:00"}, "start_at", "The start time has passed; leave it out to start now."),

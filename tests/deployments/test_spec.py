@@ -27,7 +27,7 @@ def set_field(path: str, value) -> dict:
     if path.startswith("steps[0]."):
         return body(strategy="steps", steps=[{"percent": 10, "bake_s": 60, path.split(".")[1]: value}])
     if path.startswith("gates.custom[0]."):
-        gate = {"name": "gpu_memory", "query": "max(nv_gpu_memory_used_bytes)", "max": 1e9}
+        gate = {"name": "gpu_memory", "query": "max(nv_gpu_memory_used_bytes{model={{model}}})", "max": 1e9}
         return body(gates={"custom": [{**gate, path.split(".")[-1]: value}]})
     if path == "gates.max_error_ratio":  # with another gate, so that a bad value is its only error
         return body(gates={"max_error_ratio": value, "max_p99_ms": 300})
@@ -382,10 +382,10 @@ def test_every_gate_kind_together():
     spec = parse_spec(body(gates={
         "max_error_ratio": 0.01, "max_p99_ms": 250, "max_p99_ratio": 1.5, "min_requests": 100, "interval_s": 15,
         "window_s": 120, "failures_to_breach": 3, "guard": False,
-        "custom": [{"name": "gpu-mem_1", "query": "max(nv_gpu_memory_used_bytes{model=\"x\"})", "max": 7e9}],
+        "custom": [{"name": "gpu-mem_1", "query": "max(nv_gpu_memory_used_bytes{model={{model}}})", "max": 7e9}],
     }))
     assert spec.gates == Gates(max_error_ratio=0.01, max_p99_ms=250.0, max_p99_ratio=1.5,
-                               custom=(CustomGate("gpu-mem_1", "max(nv_gpu_memory_used_bytes{model=\"x\"})", 7e9),),
+                               custom=(CustomGate("gpu-mem_1", "max(nv_gpu_memory_used_bytes{model={{model}}})", 7e9),),
                                min_requests=100, interval_s=15, window_s=120, failures_to_breach=3, guard=False)
 
 
@@ -397,7 +397,7 @@ def test_an_unknown_gate_field_is_named_with_its_path():
 
 def test_the_error_ratio_gate_can_be_turned_off_when_another_gate_remains():
     assert parse_spec(body(gates={"max_error_ratio": None, "max_p99_ms": 300})).gates.max_error_ratio is None
-    custom = {"name": "q", "query": "up", "max": 1}
+    custom = {"name": "q", "query": "up{endpoint={{endpoint}}}", "max": 1}
     assert parse_spec(body(gates={"max_error_ratio": None, "custom": [custom]})).gates.custom[0].name == "q"
 
 
@@ -412,7 +412,7 @@ def test_at_least_one_gate():
             "Give at least one gate: max_error_ratio, max_p99_ms, max_p99_ratio or a custom one."]}
 
 
-def _custom(name="gpu_memory", query="max(nv_gpu_memory_used_bytes)", limit=1e9):
+def _custom(name="gpu_memory", query="max(nv_gpu_memory_used_bytes{model={{model}}})", limit=1e9):
     return {"name": name, "query": query, "max": limit}
 
 
@@ -429,7 +429,7 @@ def test_custom_gates_are_a_list(custom):
 
 
 @pytest.mark.parametrize("item", [
-    "gpu_memory", ["gpu_memory", "up", 1], {"name": "a", "query": "up"}, {"name": "a", "max": 1},
+    "gpu_memory", ["gpu_memory", "up", 1], {"name": "a", "query": "up{endpoint={{endpoint}}}"}, {"name": "a", "max": 1},
     {**_custom(), "min": 0}, {},
 ])
 def test_a_custom_gate_has_exactly_name_query_and_max(item):
@@ -458,17 +458,41 @@ def test_custom_gate_names_are_unique():
 
 
 def test_a_custom_gate_keeps_its_query_verbatim_and_its_max_as_a_float():
-    query = 'sum(rate(x{endpoint="{{endpoint}}",variant="{{variant}}"}[{{window}}]))'
+    query = 'sum(rate(x{endpoint={{endpoint}},variant={{variant}}}[{{window}}]))'
     gate = parse_spec(body(gates={"custom": [_custom("rate", query, 3)]})).gates.custom[0]
     assert gate == CustomGate("rate", query, 3.0) and type(gate.max) is float
-    assert len(parse_spec(body(gates={"custom": [_custom(query="q" * 2000)]})).gates.custom[0].query) == 2000
+    longest = "x{model={{model}}}".ljust(2000)
+    assert parse_spec(body(gates={"custom": [_custom(query=longest)]})).gates.custom[0].query == longest
+
+
+@pytest.mark.parametrize("query, loose", [
+    ("up", "up"),
+    ('x{endpoint="speech.asr"}', 'x{endpoint="speech.asr"}'),  # another team's endpoint, by hand
+    ("x{endpoint={{endpoint}}} / y{variant={{variant}}}", 'y{variant="green"}'),
+    ("x{endpoint=~{{endpoint}}}", "x{endpoint=~{{endpoint}}}"),  # a regex can match more than ours
+    ("x{endpoint={{endpoint}} or endpoint=\"speech.asr\"}", None),  # Prometheus 3's or between matchers
+    ("sum by (le) (x{model={{model}}}) or on() vector(0) + nv_gpu_memory_used_bytes", "nv_gpu_memory_used_bytes"),
+])
+def test_a_custom_gate_must_pin_every_selector_to_its_endpoint_or_model(query, loose):
+    errors = errors_of(body(gates={"custom": [_custom(query=query)]}))
+    [message] = errors["gates.custom[0].query"]
+    assert message.startswith("A custom gate reads only this deployment's series: pin every selector with "
+                              "endpoint={{endpoint}} or model={{model}}")
+    if loose:
+        assert f"(not pinned: {loose})" in message
+
+
+@pytest.mark.parametrize("query", ['x{endpoint={{endpoint}}', 'x{endpoint={{endpoint}}} + "open'])
+def test_a_custom_gate_query_that_cannot_be_read_is_refused(query):
+    assert errors_of(body(gates={"custom": [_custom(query=query)]}))["gates.custom[0].query"][0].startswith(
+        "Cannot read this PromQL: a")
 
 
 def test_gates_round_trip_through_a_dict():
-    gates = parse_spec(body(gates={"max_p99_ratio": 1.3, "custom": [_custom("a"), _custom("b", "up", -1)]})).gates
+    gates = parse_spec(body(gates={"max_p99_ratio": 1.3, "custom": [_custom("a"), _custom("b", "up{endpoint={{endpoint}}}", -1)]})).gates
     data = gates.as_dict()
-    assert data["custom"] == [{"name": "a", "query": "max(nv_gpu_memory_used_bytes)", "max": 1e9},
-                              {"name": "b", "query": "up", "max": -1.0}]
+    assert data["custom"] == [{"name": "a", "query": "max(nv_gpu_memory_used_bytes{model={{model}}})", "max": 1e9},
+                              {"name": "b", "query": "up{endpoint={{endpoint}}}", "max": -1.0}]
     assert Gates.from_dict(data) == gates
     assert Gates.from_dict(Gates().as_dict()) == Gates()
     assert Step(10, 60).as_dict() == {"percent": 10, "bake_s": 60}
@@ -510,7 +534,7 @@ def test_steps_and_gates_errors_together():
 # default; it must never quietly mean something else.
 
 _P99 = {"max_p99_ms": 400}
-_GATE = {"name": "gpu_memory", "query": "up", "max": 1}
+_GATE = {"name": "gpu_memory", "query": "up{endpoint={{endpoint}}}", "max": 1}
 
 
 def _null_case(field, with_null, left_out, what_happens=None):

@@ -11,7 +11,7 @@ from controlplane.deployments.verdicts import Evaluation, Reading, judge_gates, 
 ERRORS_ONLY = Gates()  # max_error_ratio 0.05, min_requests 50
 P99_ONLY = Gates(max_error_ratio=None, max_p99_ms=200)
 RATIO_ONLY = Gates(max_error_ratio=None, max_p99_ratio=1.5)
-GPU = CustomGate(name="gpu_memory", query="max(nv_gpu_memory_used_bytes)", max=0.9)
+GPU = CustomGate(name="gpu_memory", query="max(nv_gpu_memory_used_bytes{model={{model}}})", max=0.9)
 CUSTOM_ONLY = Gates(max_error_ratio=None, custom=(GPU,))
 
 
@@ -261,3 +261,14 @@ def test_no_data_reason_names_each_gate_without_data_and_only_those():
     assert text.startswith("No data: p99_ms: no value for p99_ms yet; p99_vs_blue: blue has 3 requests")
     assert "error_ratio" not in text
     assert text.endswith("No data never passes; resume when traffic flows.")
+
+
+def test_a_stored_custom_gate_that_reads_beyond_its_deployment_is_not_run():
+    """Gates stored before the pinning check existed are checked again before each run: one that
+    is not pinned (or cannot be read) is never sent to Prometheus, so it reads as no data."""
+    from controlplane.deployments.services.engine import _pinned
+
+    assert _pinned('x{endpoint="vision.fraud"} + y{model="vision.fraud"}', "vision.fraud", "vision.fraud")
+    assert not _pinned('x{endpoint="vision.fraud"} + up', "vision.fraud", "vision.fraud")
+    assert not _pinned('x{endpoint="speech.asr"}', "vision.fraud", "vision.fraud")
+    assert not _pinned('x{endpoint="vision.fraud"', "vision.fraud", "vision.fraud")

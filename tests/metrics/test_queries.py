@@ -245,6 +245,29 @@ def test_gate_sample(prom):
     assert hostile.value is None and hostile.requests == 0
 
 
+def test_a_custom_gate_reads_its_own_series_and_never_another_teams(prom):
+    """Pinned selectors read exactly the deployment's own series; the check refuses what would
+    read further, and Prometheus shows what such a query would have leaked."""
+    from controlplane.metrics import custom_gates
+
+    def run(template, endpoint="vision.fraud", variant="blue"):
+        assert custom_gates.problem(template) == ""
+        return [v.value for v in prom.query(custom_gates.fill(
+            template, endpoint=endpoint, model=endpoint, variant=variant, window_s=60))]
+
+    requests = "sum(" + S.GATEWAY_REQUESTS.name + "{endpoint={{endpoint}}, variant={{variant}}})"
+    assert run(requests) == [4.0]
+    assert run(requests, endpoint=INJECTION) == [10.0]  # a hostile name, quoted: only itself
+    assert run("sum(" + S.TRITON_REQUESTS.name + "{model={{model}}})") == [40.0]  # s1 and s2, not speech.asr's 99
+    assert sorted(run("sum by (variant) (" + S.GATEWAY_ERRORS.name + "{endpoint={{endpoint}}}) or on() vector(0)")) == [0.0, 1.0]
+
+    for greedy in ("sum(" + S.GATEWAY_REQUESTS.name + ")", "sum(" + S.TRITON_REQUESTS.name + '{model=~".+"})',
+                   "sum(" + S.GATEWAY_REQUESTS.name + '{endpoint="speech.asr"})'):
+        assert "pin every selector" in custom_gates.problem(greedy), greedy
+        leaked = [v.value for v in prom.query(greedy)]
+        assert leaked and leaked[0] > 0  # what it would have read: other endpoints' traffic
+
+
 def test_prometheus_accepts_every_query_the_builder_makes(prom):
     scopes = [q.Scope("fleet"), q.Scope("fleet", teams=("vision", INJECTION)), q.Scope("endpoint", INJECTION),
               q.Scope("model", INJECTION), q.Scope("server", INJECTION), q.Scope("server", "s1", teams=("vision",))]

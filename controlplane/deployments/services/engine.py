@@ -36,7 +36,7 @@ from controlplane.endpoints.publication import publish_if_changed
 from controlplane.endpoints.replicas import all_replicas_serve
 from controlplane.fleet.models import Server, ServerStatus
 from controlplane.fleet.triton_client import TritonClient, TritonError
-from controlplane.metrics import queries
+from controlplane.metrics import custom_gates, queries
 from controlplane.metrics.client import MetricsError, client_from_settings
 from controlplane.placements import conf as placement_conf
 from controlplane.placements.models import Placement, PlacementTarget, TargetState
@@ -278,6 +278,14 @@ def _bake(d: Deployment) -> Next:
     return Next(Event.OK, reason=f"baked {step['bake_s']} s")
 
 
+def _pinned(query: str, endpoint: str, model: str) -> bool:
+    """Checked again before it runs (a gate stored before the check existed reads as no data)."""
+    try:
+        return not custom_gates.unpinned(query, endpoint=endpoint, model=model)
+    except custom_gates.Unreadable:
+        return False
+
+
 def read_gates(d: Deployment, gates: Gates, window_s: int) -> list[verdicts.Evaluation]:
     """Take the readings the gates need (a few instant queries) and judge them."""
     client = client_from_settings()
@@ -296,10 +304,10 @@ def read_gates(d: Deployment, gates: Gates, window_s: int) -> list[verdicts.Eval
         if blue_p99.requests < gates.min_requests and baseline.get("p99_s"):
             blue_p99 = verdicts.Reading(baseline["p99_s"], baseline.get("requests", 0))
     custom = {}
+    model = d.model.triton_name
     for gate in gates.custom:
-        text = (gate.query.replace("{{endpoint}}", queries.quote(endpoint))
-                .replace("{{variant}}", queries.quote(GREEN)).replace("{{window}}", f"{window_s}s"))
-        found = [v.value for v in client.query(text) if v.value is not None]
+        text = custom_gates.fill(gate.query, endpoint=endpoint, model=model, variant=GREEN, window_s=window_s)
+        found = [v.value for v in client.query(text) if v.value is not None] if _pinned(text, endpoint, model) else []
         custom[gate.name] = verdicts.Reading(found[0] if found else None, errors.requests)
     return verdicts.judge_gates(gates, window_s=window_s, green_errors=errors, green_p99=green_p99,
                                 blue_p99=blue_p99, custom=custom)
