@@ -34,9 +34,10 @@ def _states(d):
 def test_a_healthy_canary_moves_step_by_step_then_blue_retires(stack):
     load = Load(stack.gateway.url).start()
     try:
+        green_rps = "sum(rate(switchyard_gateway_requests_total{endpoint={{endpoint}}, variant={{variant}}}[{{window}}]))"
         d = deploy(
             stack, version=2, strategy="linear", step_percent=40, bake_s=2,
-            rollback_window_s=3,
+            rollback_window_s=3, gates={**FAST_GATES, "custom": [{"name": "green_rps", "query": green_rps, "max": 1e6}]},
             reason="a healthy green",
         )
         wait_for(lambda: _state(d) == "baking", 60, "the first step to bake")
@@ -56,6 +57,9 @@ def test_a_healthy_canary_moves_step_by_step_then_blue_retires(stack):
     assert {a.version for a in load.since(promoted + 1)} == {2}
     assert [a for a in load.answers if a.version is None] == []  # no failed request, start to end
     assert GateEvaluation.objects.filter(deployment=d, verdict="pass").count() >= 2
+    custom = GateEvaluation.objects.filter(deployment=d, gate="custom:green_rps")
+    assert custom.filter(verdict="pass").count() >= 2  # run by the real Prometheus: green's own requests a second
+    assert all(0 < e.value < 1e6 for e in custom.filter(verdict="pass"))
     # Blue is unloaded from fleet-0; green serves from fleet-1.
     wait_for(lambda: not PlacementTarget.objects.filter(model=stack.model, server=stack.servers[0])
              .exclude(state=TargetState.REMOVED).exists(), 30, "blue's target to go")
