@@ -162,6 +162,8 @@ SWITCHYARD_GATEWAY_KEY = env.str("SWITCHYARD_GATEWAY_KEY", default="")
 # Prometheus (controlplane/metrics): the URL charts and gates query; empty runs without metrics.
 # Discovery (GET /api/v1/metrics/targets/) and `manage.py prometheus_config` use the intervals.
 SWITCHYARD_PROMETHEUS_URL = env.str("SWITCHYARD_PROMETHEUS_URL", default="").rstrip("/")
+# The address people open Switchyard at, for links sent out of it (webhooks); empty sends paths.
+SWITCHYARD_PUBLIC_URL = env.str("SWITCHYARD_PUBLIC_URL", default="").rstrip("/")
 # Every query from Switchyard (charts, the model page, gates) gives up after this; a web request may wait on it.
 SWITCHYARD_PROMETHEUS_TIMEOUT_SECONDS = env.positive_float("SWITCHYARD_PROMETHEUS_TIMEOUT_SECONDS", default=2.0)
 SWITCHYARD_PROMETHEUS_GATEWAY_SCRAPE_SECONDS = env.positive_float("SWITCHYARD_PROMETHEUS_GATEWAY_SCRAPE_SECONDS", default=1.0)

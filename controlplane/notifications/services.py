@@ -11,6 +11,7 @@ import hashlib
 import logging
 from urllib.parse import urlsplit
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q
@@ -180,6 +181,8 @@ def notify(*, team: Team, endpoint: Endpoint | None = None, event: str, title: s
     webhooks = [w for w in Webhook.objects.filter(where, team=team, active=True).order_by("id") if event in w.events]
     if not webhooks:
         return []
+    if url.startswith("/") and settings.SWITCHYARD_PUBLIC_URL:
+        url = settings.SWITCHYARD_PUBLIC_URL + url  # a link people can open from Slack
     body = payloads.build(
         event=event, title=title, team=team.slug, endpoint=f"{team.slug}.{endpoint.name}" if endpoint is not None else None,
         fields=fields, url=url, at=timezone.now().isoformat(),

@@ -179,3 +179,15 @@ def test_requeue_due_queues_overdue_deliveries_and_gives_up_lost_last_attempts(n
     assert lost_last.status == DeliveryStatus.FAILED and "never reported" in lost_last.last_error
     fresh.refresh_from_db()
     assert fresh.status == DeliveryStatus.PENDING
+
+
+def test_a_path_becomes_a_link_with_the_public_url_and_stays_a_path_without(as_admin, team, endpoint, receiver, settings):
+    make_webhook(as_admin, team, url=receiver.url, endpoint=endpoint)
+    settings.SWITCHYARD_PUBLIC_URL = ""
+    [bare] = services.notify(team=team, endpoint=endpoint, event="paused", title="t", fields={}, url="/deployments/7/")
+    settings.SWITCHYARD_PUBLIC_URL = "https://switchyard.example.com"
+    [linked] = services.notify(team=team, endpoint=endpoint, event="paused", title="t", fields={}, url="/deployments/7/")
+    assert bare.payload["switchyard"]["url"] == "/deployments/7/"
+    assert bare.payload["blocks"][-1]["text"]["text"] == "In Switchyard: /deployments/7/"
+    assert linked.payload["switchyard"]["url"] == "https://switchyard.example.com/deployments/7/"
+    assert linked.payload["blocks"][-1]["text"]["text"] == "<https://switchyard.example.com/deployments/7/|Open in Switchyard>"
