@@ -24,8 +24,8 @@ def add_refusal(form, exc: Exception) -> None:
     for name, message in pairs:
         if name in form.fields:
             form.add_error(name, message)
-        else:
-            form.add_error(None, f"{name}: {message}" if name and name not in ("__all__", "body") else message)
+        else:  # "state" is the object's, not an input: its message says it all
+            form.add_error(None, f"{name}: {message}" if name and name not in ("__all__", "body", "state") else message)
 
 
 def submit(form, action):

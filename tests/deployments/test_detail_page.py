@@ -268,7 +268,7 @@ def test_an_action_the_state_refuses_is_409_with_the_message(signed_in, label_en
     assert counts() == before
     dialog = re.search(r'<dialog id="act-promote"[^>]*data-show-modal.*?</dialog>', html, re.DOTALL).group(0)
     assert 'role="alert"' in dialog
-    assert "state: A deployment that is rolled back cannot be promoted (only while green takes traffic)." in dialog
+    assert "<li>A deployment that is rolled back cannot be promoted (only while green takes traffic).</li>" in dialog
     assert ">Confirm</button>" not in dialog and ">Keep it</button>" in dialog  # nothing left to confirm
     assert buttons(html) == [] and state_of(html) == "rolled_back"
 
