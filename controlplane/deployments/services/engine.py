@@ -40,7 +40,7 @@ from controlplane.metrics import custom_gates, queries
 from controlplane.metrics.client import MetricsError, client_from_settings
 from controlplane.placements import conf as placement_conf
 from controlplane.placements.models import Placement, PlacementTarget, TargetState
-from controlplane.placements.services import placement_apply, placement_create, placement_remove
+from controlplane.placements.services import placement_apply, placement_create, placement_remove, reconcile_soon
 from controlplane.registry.models import VersionStatus
 
 log = logging.getLogger(__name__)
@@ -195,6 +195,12 @@ def _provision(d: Deployment) -> Next:
             return Next(wait_s=0.2, status="retrying green's load")
         text = "; ".join(f"{t.server_name}: {t.error.splitlines()[0] if t.error else t.state}" for t in failed)
         return Next(Event.ERROR, reason=f"green did not load: {text}")
+    now = timezone.now()
+    orphaned = [t.server_name for t in targets if t.state == TargetState.LOADING
+                and t.lease_expired(now, fallback_s=placement_conf.stuck_seconds())]
+    if orphaned:  # its worker died: the reconciler, which reads Triton, adopts the load or sends it again
+        reconcile_soon()
+        return Next(wait_s=0.2, status=f"green's load on {', '.join(orphaned)} lost its worker; reconciling")
     waiting = [t.server_name for t in targets if t.state != TargetState.READY]
     if waiting:
         return Next(wait_s=0.2, status=f"loading green on {', '.join(waiting)}")

@@ -20,7 +20,7 @@ from controlplane.placements.services.live import (
     placement_live,
     placements_sample,
 )
-from controlplane.placements.services.reconciler import reconcile_fleet
+from controlplane.placements.services.reconciler import reconcile_fleet, reconcile_soon
 from controlplane.placements.services.state import (
     Claim,
     Outcome,
@@ -43,5 +43,5 @@ _record_removed = record_removed
 __all__ = [
     "Claim", "LiveTarget", "Outcome", "claim", "close_if_empty", "devices_on_server", "placement_apply",
     "placement_create", "placement_live", "placement_remove", "placement_retry", "placement_unload",
-    "placements_sample", "reconcile_fleet", "record_load", "record_removed", "retire", "targets",
+    "placements_sample", "reconcile_fleet", "reconcile_soon", "record_load", "record_removed", "retire", "targets",
 ]

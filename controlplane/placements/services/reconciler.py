@@ -8,12 +8,14 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from django.db import transaction
+from django.core.cache import cache
+from django.db import connection, transaction
 from django.utils import timezone
 
 from controlplane.audit.context import Actor
 from controlplane.audit.services import audit_record
 from controlplane.common.locks import cache_lock
+from controlplane.common.tasks import enqueue
 from controlplane.fleet.triton_client import TritonClient, TritonError
 from controlplane.placements import conf, drift
 from controlplane.placements.models import (
@@ -95,6 +97,17 @@ def reconcile_fleet(*, actor: Actor | None = None) -> dict:
         if not acquired:
             return {"skipped": "another reconcile is running"}
         return _reconcile(actor)
+
+
+def reconcile_soon() -> bool:
+    """Ask a worker to reconcile now rather than at the next beat (a load lost its worker, and a
+    rollout waits on it). At most once per lease period, however often it is asked. Returns
+    whether this call queued it."""
+    key = f"reconcile-requested:{connection.settings_dict.get('NAME')}"
+    if not cache.add(key, 1, timeout=int(conf.LEASE_S)):
+        return False
+    enqueue("placements.reconcile_fleet")
+    return True
 
 
 def _reconcile(actor: Actor) -> dict:
