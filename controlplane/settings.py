@@ -177,6 +177,7 @@ SWITCHYARD_WEBHOOK_BACKOFF_SECONDS = env.positive_float("SWITCHYARD_WEBHOOK_BACK
 REDIS_URL = env.str("REDIS_URL", default="")
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="") or REDIS_URL or "filesystem://"
 if CELERY_BROKER_URL == "filesystem://":
+    CELERY_BROKER_TRANSPORT = "controlplane.common.filesystem_broker:Transport"  # kombu's, writing atomically
     _broker_dir = VAR_DIR / "broker"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_broker_dir / "queue"),
