@@ -58,6 +58,15 @@ def unpinned(query: str, *, endpoint: str, model: str) -> list[str]:
     return [s.text for s in _selectors(query, endpoint=endpoint, model=model) if not s.pinned]
 
 
+def is_pinned(query: str, *, endpoint: str, model: str) -> bool:
+    """Whether a filled ``query`` reads only series pinned to ``endpoint`` or ``model`` (a query
+    that cannot be read is not)."""
+    try:
+        return not unpinned(query, endpoint=endpoint, model=model)
+    except Unreadable:
+        return False
+
+
 def problem(template: str) -> str:
     """Why a custom gate's query cannot be accepted, or "" (checked with stand-in names)."""
     query = fill(template, endpoint=CHECK_ENDPOINT, model=CHECK_MODEL, variant="green", window_s=60)

@@ -266,9 +266,10 @@ def test_no_data_reason_names_each_gate_without_data_and_only_those():
 def test_a_stored_custom_gate_that_reads_beyond_its_deployment_is_not_run():
     """Gates stored before the pinning check existed are checked again before each run: one that
     is not pinned (or cannot be read) is never sent to Prometheus, so it reads as no data."""
-    from controlplane.deployments.services.engine import _pinned
+    from controlplane.metrics.custom_gates import is_pinned
 
-    assert _pinned('x{endpoint="vision.fraud"} + y{model="vision.fraud"}', "vision.fraud", "vision.fraud")
-    assert not _pinned('x{endpoint="vision.fraud"} + up', "vision.fraud", "vision.fraud")
-    assert not _pinned('x{endpoint="speech.asr"}', "vision.fraud", "vision.fraud")
-    assert not _pinned('x{endpoint="vision.fraud"', "vision.fraud", "vision.fraud")
+    ours = {"endpoint": "vision.fraud", "model": "vision.fraud"}
+    assert is_pinned('x{endpoint="vision.fraud"} + y{model="vision.fraud"}', **ours)
+    assert not is_pinned('x{endpoint="vision.fraud"} + up', **ours)
+    assert not is_pinned('x{endpoint="speech.asr"}', **ours)
+    assert not is_pinned('x{endpoint="vision.fraud"', **ours)

@@ -284,14 +284,6 @@ def _bake(d: Deployment) -> Next:
     return Next(Event.OK, reason=f"baked {step['bake_s']} s")
 
 
-def _pinned(query: str, endpoint: str, model: str) -> bool:
-    """Checked again before it runs (a gate stored before the check existed reads as no data)."""
-    try:
-        return not custom_gates.unpinned(query, endpoint=endpoint, model=model)
-    except custom_gates.Unreadable:
-        return False
-
-
 def read_gates(d: Deployment, gates: Gates, window_s: int) -> list[verdicts.Evaluation]:
     """Take the readings the gates need (a few instant queries) and judge them."""
     client = client_from_settings()
@@ -313,7 +305,9 @@ def read_gates(d: Deployment, gates: Gates, window_s: int) -> list[verdicts.Eval
     model = d.model.triton_name
     for gate in gates.custom:
         text = custom_gates.fill(gate.query, endpoint=endpoint, model=model, variant=GREEN, window_s=window_s)
-        found = [v.value for v in client.query(text) if v.value is not None] if _pinned(text, endpoint, model) else []
+        # Checked again before it runs: a gate stored before the check existed reads as no data.
+        pinned = custom_gates.is_pinned(text, endpoint=endpoint, model=model)
+        found = [v.value for v in client.query(text) if v.value is not None] if pinned else []
         custom[gate.name] = verdicts.Reading(found[0] if found else None, errors.requests)
     return verdicts.judge_gates(gates, window_s=window_s, green_errors=errors, green_p99=green_p99,
                                 blue_p99=blue_p99, custom=custom)

@@ -136,10 +136,14 @@ def deployment_list(request):
     return _list_page(request)
 
 
+def _require_deployer(user) -> None:
+    if not teams_with_role(user, Role.DEPLOYER).exists():
+        raise PermissionDenied("Planning a deployment needs the deployer role in a team.")
+
+
 def _plan_part(request):
     """The plan form alone, which the page loads apart."""
-    if not teams_with_role(request.user, Role.DEPLOYER).exists():
-        raise PermissionDenied("Planning a deployment needs the deployer role in a team.")
+    _require_deployer(request.user)
     return render(request, "deployments/_plan_form.html", {"form": plan_form(request.user), "preview": None})
 
 
@@ -153,8 +157,7 @@ def _refused(request, form: DeploymentPlanForm, preview: dict | None = None):
 
 
 def _bound_form(request) -> DeploymentPlanForm:
-    if not teams_with_role(request.user, Role.DEPLOYER).exists():
-        raise PermissionDenied("Planning a deployment needs the deployer role in a team.")
+    _require_deployer(request.user)
     fixed = request.POST.get("endpoint", "") if request.POST.get("fixed") == "1" else None
     return plan_form(request.user, request.POST, fixed=fixed)
 
