@@ -92,6 +92,36 @@ def test_a_second_create_is_a_409_naming_the_holder_and_its_state(as_deployer, l
     assert counts() == before
 
 
+def test_two_creates_at_once_give_one_deployment_and_a_409_naming_it(transactional_db, as_deployer, label_endpoint):
+    """Both pass every check before either writes; the database's constraint decides, and the
+    loser gets the same 409 as a later caller (never a 500)."""
+    import threading
+
+    from django.db import connection
+
+    start, results = threading.Barrier(2), []
+
+    def one(version):
+        try:
+            start.wait(5)
+            results.append(create(as_deployer, version=version))
+        except Conflict as exc:
+            results.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=one, args=(v,)) for v in (2, 3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    [made] = [r for r in results if isinstance(r, Deployment)]
+    [refused] = [r for r in results if isinstance(r, Conflict)]
+    assert refused.status_code == 409 and refused.field == "endpoint"
+    assert f"deployment {made.pk} (" in refused.message
+    assert Deployment.objects.count() == 1
+
+
 def test_a_retry_is_refused_while_another_deployment_holds_the_endpoint(as_deployer, label_endpoint):
     first = drive(create(as_deployer), State.FAILED)
     second = create(as_deployer, version=3)
